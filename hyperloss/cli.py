@@ -1,0 +1,443 @@
+"""The ``hyperloss`` command: embed a tree, evaluate an embedding, query nearest neighbours.
+
+Usage::
+
+    hyperloss embed naics --dim 2 --out runs/naics-2d      # the NAICS 2022 tree
+    hyperloss embed --tree my_tree.tsv --dim 5 --out DIR   # any child<TAB>parent file
+    hyperloss evaluate DIR                                 # fidelity table of a saved run
+    hyperloss nearest DIR 541511 -k 10                     # nearest names with titles
+
+``embed`` writes into its output directory:
+
+``points.npy``, ``embedding.json``
+    The embedding (:meth:`hyperloss.embedding.Embedding.save`).
+``metrics.json``
+    The fidelity numbers (:meth:`hyperloss.metrics.FidelityReport.as_dict`) plus the wall time.
+``run.json``
+    Which tree was embedded (``"tree": "naics"`` or ``"tree": "tree.tsv"``, a copy of the input
+    file kept in the directory) and the settings, so that ``evaluate`` and ``nearest`` work from
+    the directory alone.
+``embedding.png``
+    The Poincaré disk picture (:func:`hyperloss.plotting.plot_embedding`).
+
+Errors in the input (a missing file, a malformed TSV line, an unknown name, an output directory
+that already exists without ``--force``, a bad flag value) print one line on stderr and exit
+with status 1 (2 for command-line usage errors), without a traceback. Set the environment
+variable ``HYPERLOSS_DEBUG=1`` to get the traceback instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+__all__ = ["main", "build_parser", "CLIError", "DATASETS"]
+
+PROG = "hyperloss"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+PLOT_FILE = "embedding.png"
+TREE_COPY = "tree.tsv"
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+def _naics() -> Any:
+    from hyperloss.datasets import naics
+
+    return naics()
+
+
+#: Built-in trees by the name the command line accepts.
+DATASETS: dict[str, Callable[[], Any]] = {"naics": _naics}
+
+
+class CLIError(Exception):
+    """An error in the user's input: printed as one line, exit status ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; return the exit status (0 on success).
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; default ``sys.argv[1:]``.
+
+    Returns
+    -------
+    int
+        0 on success, 1 for an input error (message on stderr), 2 for a usage error.
+    """
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        return int(args.handler(args) or 0)
+    except CLIError as error:
+        return _fail(str(error), error.code)
+    except SystemExit as exit_:  # --help / --version
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as error:
+        if _debug():
+            raise
+        return _fail(_os_message(error), EXIT_ERROR)
+    except (ValueError, TypeError, KeyError, OSError) as error:
+        # Library input checks raise ValueError/TypeError naming the argument; show them as the
+        # one-line message the user needs, unless debugging.
+        if _debug():
+            raise
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        return _fail(str(message), EXIT_ERROR)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the ``hyperloss`` command (subcommands embed, evaluate, nearest)."""
+    from hyperloss import __version__
+
+    parser = _Parser(
+        prog=PROG,
+        description="Hyperbolic embeddings that respect a taxonomy.",
+        epilog="Run 'hyperloss COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands.required = True
+
+    embed = commands.add_parser(
+        "embed",
+        help="embed a tree and write the embedding, metrics and a picture",
+        description=(
+            "Embed a tree in hyperbolic space (Lorentz model), print the fidelity table and "
+            "write points.npy, embedding.json, metrics.json, run.json and embedding.png into "
+            "the output directory. Unset training options take the defaults of hyperloss.fit."
+        ),
+    )
+    embed.add_argument(
+        "dataset",
+        nargs="?",
+        choices=sorted(DATASETS),
+        help="a built-in tree (naics: NAICS 2022, 2,126 nodes); or use --tree",
+    )
+    embed.add_argument(
+        "--tree",
+        type=Path,
+        metavar="TSV",
+        help="a child<TAB>parent file ('#' comments and blank lines skipped)",
+    )
+    embed.add_argument(
+        "--dim", type=_int_at_least(2), default=2, help="hyperbolic dimension (default: 2)"
+    )
+    embed.add_argument(
+        "--out",
+        type=Path,
+        metavar="DIR",
+        help="output directory (default: runs/<tree>-<dim>d); must not exist unless --force",
+    )
+    embed.add_argument("--epochs", type=_int_at_least(0), help="training epochs")
+    embed.add_argument("--lr", type=_positive_float, help="learning rate")
+    embed.add_argument("--batch-size", type=_int_at_least(1), help="anchors per batch")
+    embed.add_argument("--seed", type=_int_at_least(0), help="random seed (default: 0)")
+    embed.add_argument(
+        "--init",
+        choices=("construct", "random"),
+        help="start from the combinatorial construction or from random points near the origin",
+    )
+    embed.add_argument(
+        "--curvature",
+        type=_positive_float,
+        help="c > 0: the space has sectional curvature -c (default: 1)",
+    )
+    embed.add_argument(
+        "--checkpoint",
+        type=Path,
+        metavar="FILE",
+        help="save training state to FILE and resume from it if it exists",
+    )
+    embed.add_argument("--no-progress", action="store_true", help="no progress bar")
+    embed.add_argument("--no-plot", action="store_true", help="do not draw embedding.png")
+    embed.add_argument(
+        "--force", action="store_true", help="write into the output directory even if it exists"
+    )
+    embed.set_defaults(handler=_embed)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="print the fidelity table of a saved embedding",
+        description="Score a saved embedding against the tree it was trained on.",
+    )
+    evaluate.add_argument("directory", type=Path, metavar="DIR", help="an 'embed' output")
+    _add_tree_override(evaluate)
+    evaluate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    evaluate.set_defaults(handler=_evaluate)
+
+    nearest = commands.add_parser(
+        "nearest",
+        help="print the nearest names of a saved embedding",
+        description="Print the k names closest to NAME, with titles and geodesic distances.",
+    )
+    nearest.add_argument("directory", type=Path, metavar="DIR", help="an 'embed' output")
+    nearest.add_argument("name", metavar="NAME", help="a node name, e.g. a NAICS code")
+    nearest.add_argument(
+        "-k", type=_int_at_least(1), default=10, help="number of neighbours (default: 10)"
+    )
+    _add_tree_override(nearest)
+    nearest.set_defaults(handler=_nearest)
+    return parser
+
+
+# ----------------------------------------------------------------------------------------------
+# subcommands
+
+
+def _embed(args: argparse.Namespace) -> int:
+    if (args.dataset is None) == (args.tree is None):
+        raise CLIError("give either a built-in tree (naics) or --tree FILE, not both", EXIT_USAGE)
+    if args.checkpoint is not None and args.checkpoint.is_dir():
+        raise CLIError(f"--checkpoint {str(args.checkpoint)!r} is a directory; give a file name")
+    label = args.dataset if args.dataset is not None else args.tree.stem
+    out = args.out if args.out is not None else Path("runs") / f"{label}-{args.dim}d"
+    _prepare_output(out, force=args.force)
+
+    tree = _load_tree(args.dataset, args.tree)
+    if len(tree.names) < 2:
+        raise CLIError(f"the tree has {len(tree.names)} node; need at least 2 to embed")
+
+    from hyperloss.training import fit
+
+    options = {
+        "epochs": args.epochs,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "seed": args.seed,
+        "init": args.init,
+        "curvature": args.curvature,
+        "checkpoint": None if args.checkpoint is None else str(args.checkpoint),
+    }
+    options = {key: value for key, value in options.items() if value is not None}
+    start = time.perf_counter()
+    embedding = fit(tree, args.dim, progress=not args.no_progress, **options)
+    fit_seconds = time.perf_counter() - start
+    report = embedding.evaluate(tree)
+    metrics = dict(report.as_dict())
+    metrics["wall_time_s"] = round(fit_seconds, 3)
+    embedding.metrics = metrics
+
+    _clear_earlier_run(out, keep_tree_copy=args.tree is not None)
+    out.mkdir(parents=True, exist_ok=True)
+    if args.tree is not None:
+        copy = out / TREE_COPY
+        if not (copy.exists() and copy.samefile(args.tree)):
+            shutil.copyfile(args.tree, copy)
+    embedding.save(out)
+    _write_json(out / METRICS_FILE, metrics)
+    run = {
+        "tree": args.dataset if args.dataset is not None else TREE_COPY,
+        "source": str(args.tree) if args.tree is not None else args.dataset,
+        "n_nodes": len(tree.names),
+        "dim": args.dim,
+        "options": options,
+        "wall_time_s": round(fit_seconds, 3),
+        "hyperloss_version": _version(),
+    }
+    _write_json(out / RUN_FILE, run)
+    written = ["points.npy", "embedding.json", METRICS_FILE, RUN_FILE]
+    if args.tree is not None:
+        written.append(TREE_COPY)
+    if not args.no_plot:
+        embedding.plot(out / PLOT_FILE, tree)
+        written.append(PLOT_FILE)
+
+    print(
+        f"embedded {run['source']} ({len(tree.names)} nodes) in dim {args.dim} "
+        f"in {fit_seconds:.1f} s"
+    )
+    print(report)
+    print(f"wrote {out}/: {', '.join(written)}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    embedding = _load_embedding(args.directory)
+    tree = _tree_for(args)
+    if tree is None:
+        raise CLIError(
+            f"{str(args.directory)!r} does not say which tree was embedded (no {RUN_FILE}); "
+            "give --tree FILE or --dataset naics"
+        )
+    report = embedding.evaluate(tree)
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=1))
+    else:
+        print(f"{args.directory}: {len(embedding.names)} points, dim {embedding.dim}")
+        print(report)
+    return 0
+
+
+def _nearest(args: argparse.Namespace) -> int:
+    embedding = _load_embedding(args.directory)
+    name = args.name
+    if name not in embedding.index:
+        close = difflib.get_close_matches(name, embedding.names, n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise CLIError(f"unknown name {name!r}: not in the embedding in {args.directory}{hint}")
+    tree = _tree_for(args)
+    neighbours = embedding.nearest(name, k=args.k)
+
+    def title(node: str) -> str:
+        return tree.title(node) if tree is not None and node in tree else ""
+
+    width = max(len("name"), *(len(node) for node, _ in neighbours))
+    print(f"nearest to {name}" + (f"  {title(name)}" if title(name) else ""))
+    print(f"{'rank':>4}  {'name':<{width}}  {'distance':>9}  title")
+    for rank, (node, distance) in enumerate(neighbours, start=1):
+        print(f"{rank:>4}  {node:<{width}}  {distance:>9.4f}  {title(node)}".rstrip())
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors become one-line CLIErrors instead of exiting."""
+
+    def error(self, message: str) -> NoReturn:
+        raise CLIError(f"{message} (see '{self.prog} --help')", EXIT_USAGE)
+
+
+def _fail(message: str, code: int) -> int:
+    # One line, however the underlying message was formatted.
+    text = " ".join(str(message).split())
+    print(f"{PROG}: error: {text}", file=sys.stderr)
+    return code
+
+
+def _debug() -> bool:
+    return os.environ.get("HYPERLOSS_DEBUG", "") not in ("", "0")
+
+
+def _os_message(error: OSError) -> str:
+    if error.filename is not None and error.strerror:
+        return f"{error.strerror.lower()}: {str(error.filename)!r}"
+    return str(error)
+
+
+def _int_at_least(minimum: int) -> Callable[[str], int]:
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = "int"
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (value > 0 and value != float("inf")):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def _add_tree_override(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument(
+        "--tree", type=Path, metavar="TSV", help=f"the tree file (default: from DIR/{RUN_FILE})"
+    )
+    group.add_argument(
+        "--dataset", choices=sorted(DATASETS), help="a built-in tree instead of DIR's record"
+    )
+
+
+def _prepare_output(out: Path, *, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise CLIError(f"output path {str(out)!r} exists and is not a directory")
+    if out.exists() and not force:
+        raise CLIError(f"output directory {str(out)!r} already exists (use --force to overwrite)")
+
+
+def _clear_earlier_run(out: Path, *, keep_tree_copy: bool) -> None:
+    """Remove our own files of an earlier run in ``out`` so none goes stale; others stay."""
+    names = [RUN_FILE, METRICS_FILE, PLOT_FILE, "points.npy", "embedding.json"]
+    if not keep_tree_copy:  # e.g. a tree.tsv left by a TSV run when this run embeds NAICS
+        names.append(TREE_COPY)
+    for name in names:
+        if (out / name).is_file():
+            (out / name).unlink()
+
+
+def _load_tree(dataset: str | None, tsv: Path | None) -> Any:
+    if dataset is not None:
+        return DATASETS[dataset]()
+    assert tsv is not None
+    if not tsv.exists():
+        raise CLIError(f"tree file {str(tsv)!r} does not exist")
+    if not tsv.is_file():
+        raise CLIError(f"tree file {str(tsv)!r} is not a file")
+    from hyperloss.trees import Tree
+
+    try:
+        return Tree.read_tsv(tsv)
+    except ValueError as error:
+        raise CLIError(f"{tsv}: {error}") from None
+
+
+def _load_embedding(directory: Path) -> Any:
+    if not directory.exists():
+        raise CLIError(f"directory {str(directory)!r} does not exist")
+    if not directory.is_dir():
+        raise CLIError(f"{str(directory)!r} is not a directory")
+    from hyperloss.embedding import Embedding
+
+    try:
+        return Embedding.load(directory)
+    except (FileNotFoundError, ValueError) as error:
+        raise CLIError(str(error)) from None
+
+
+def _tree_for(args: argparse.Namespace) -> Any | None:
+    """The tree named by --tree/--dataset, else the one recorded in DIR/run.json, else None."""
+    if args.tree is not None or args.dataset is not None:
+        return _load_tree(args.dataset, args.tree)
+    record_path = args.directory / RUN_FILE
+    if not record_path.is_file():
+        return None
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+        entry = record["tree"]
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
+        raise CLIError(f"{str(record_path)!r} is unreadable: {error}") from None
+    if entry in DATASETS:
+        return DATASETS[entry]()
+    return _load_tree(None, args.directory / entry)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+
+
+def _version() -> str:
+    from hyperloss import __version__
+
+    return __version__
