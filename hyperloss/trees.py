@@ -518,17 +518,16 @@ class Tree:
         """
         discount = _check_discount(lineal_discount)
         row_index = self._row_index(rows)
-        n_nodes = len(self)
-        out = torch.empty((row_index.numel(), n_nodes), dtype=torch.float64)
-        column_depth = self._depth.to(torch.float64)
-        for first, block in self._row_blocks(row_index):
-            lca_depth = self._lca_depth_block(block)
+        out = torch.empty((row_index.numel(), len(self)), dtype=torch.float64)
+        depth = self._depth.to(self._count_dtype())
+        for first, block, lca_depth in self._lca_depth_blocks(row_index):
             target = out[first : first + block.numel()]
-            torch.add(column_depth[block, None], column_depth[None, :], out=target)
-            target.sub_(lca_depth, alpha=2)
-            if discount:
-                lineal = self._lineal_block(block, lca_depth)
-                target.sub_(lineal.to(torch.float64).mul_(discount))
+            lineal = self._lineal_block(block, lca_depth) if discount else None
+            # Integer arithmetic in place on the reused block buffer, one cast to float64.
+            path_length = lca_depth.mul_(-2).add_(depth[None, :]).add_(depth[block, None])
+            target.copy_(path_length)
+            if lineal is not None:
+                target.add_(lineal, alpha=-discount)
         return out
 
     def closure(self, *, rows: Sequence[int] | Tensor | None = None) -> Tensor:
@@ -546,10 +545,8 @@ class Tree:
         """
         row_index = self._row_index(rows)
         out = torch.empty((row_index.numel(), len(self)), dtype=torch.bool)
-        for first, block in self._row_blocks(row_index):
-            out[first : first + block.numel()] = self._lineal_block(
-                block, self._lca_depth_block(block)
-            )
+        for first, block, lca_depth in self._lca_depth_blocks(row_index):
+            out[first : first + block.numel()] = self._lineal_block(block, lca_depth)
         return out
 
     # ------------------------------------------------------------------ helpers
@@ -571,41 +568,62 @@ class Tree:
             raise ValueError(f"rows must be node indices in [0, {n_nodes}), got values outside")
         return row_index
 
-    def _row_blocks(self, row_index: Tensor) -> Iterator[tuple[int, Tensor]]:
-        block_rows = max(1, _BLOCK_ELEMENTS // len(self))
-        for first in range(0, row_index.numel(), block_rows):
-            yield first, row_index[first : first + block_rows]
+    def _count_dtype(self) -> torch.dtype:
+        # Path lengths are at most 2 * height; int16 halves the memory traffic when it fits.
+        return torch.int16 if 2 * self.height < torch.iinfo(torch.int16).max else torch.int32
 
-    def _lca_depth_block(self, rows: Tensor) -> Tensor:
-        """Depth of lca(rows[r], j) for all j: int32 (len(rows), N), columns in index order.
+    def _lca_depth_blocks(self, row_index: Tensor) -> Iterator[tuple[int, Tensor, Tensor]]:
+        """Yield ``(first, rows, lca_depth)`` per block of rows; ``lca_depth[r, j]`` is the
+        depth of lca(rows[r], j), shape (len(rows), N), columns in index order.
+
+        The ``lca_depth`` buffer is reused by the next block (consume it before advancing).
 
         In depth-first preorder the subtree of v is a contiguous range [start_v, end_v). The
         lca depth of a and b counts the non-root nodes v whose subtree holds both, so row a
         (in preorder columns) is the prefix sum of +1 at start_v and -1 at end_v over a's
-        non-root ancestors-or-self v. One scatter per ancestor level, one cumsum, one gather.
+        non-root ancestors-or-self v: one scatter per ancestor level, one cumsum, one gather.
+        Cost O(N) per row plus one small scatter per level of the row's depth.
         """
         n_nodes = len(self)
-        n_rows = rows.numel()
-        marks = torch.zeros((n_rows, n_nodes + 1), dtype=torch.int32)
-        row_position = torch.arange(n_rows)
-        current = rows.clone()
-        plus = torch.ones(n_rows, dtype=torch.int32)
-        while True:
-            active = current > 0  # index 0 is the root; it contributes to no lca depth
-            if not bool(active.any()):
-                break
-            if not bool(active.all()):
-                row_position, current, plus = row_position[active], current[active], plus[active]
-            marks.index_put_((row_position, self._pre_start[current]), plus, accumulate=True)
-            marks.index_put_((row_position, self._pre_end[current]), -plus, accumulate=True)
-            current = self._parent[current]
-        lca_preorder = torch.cumsum(marks[:, :n_nodes], dim=1, dtype=torch.int32)
-        return lca_preorder[:, self._pre_start]
+        block_rows = min(max(1, _BLOCK_ELEMENTS // n_nodes), max(1, row_index.numel()))
+        count_dtype = self._count_dtype()
+        marks = torch.empty((block_rows, n_nodes + 1), dtype=count_dtype)
+        lca_preorder = torch.empty((block_rows, n_nodes), dtype=count_dtype)
+        lca_depth = torch.empty((block_rows, n_nodes), dtype=count_dtype)
+        for first in range(0, row_index.numel(), block_rows):
+            rows = row_index[first : first + block_rows]
+            n_rows = rows.numel()
+            block_marks = marks[:n_rows].zero_()
+            row_position = torch.arange(n_rows)
+            current = rows.clone()
+            plus = torch.ones(n_rows, dtype=count_dtype)
+            while True:
+                active = current > 0  # index 0 is the root; it adds nothing to an lca depth
+                if not bool(active.any()):
+                    break
+                if not bool(active.all()):
+                    row_position, current, plus = (
+                        row_position[active],
+                        current[active],
+                        plus[active],
+                    )
+                block_marks.index_put_(
+                    (row_position, self._pre_start[current]), plus, accumulate=True
+                )
+                block_marks.index_put_(
+                    (row_position, self._pre_end[current]), -plus, accumulate=True
+                )
+                current = self._parent[current]
+            torch.cumsum(
+                block_marks[:, :n_nodes], dim=1, dtype=count_dtype, out=lca_preorder[:n_rows]
+            )
+            torch.index_select(lca_preorder[:n_rows], 1, self._pre_start, out=lca_depth[:n_rows])
+            yield first, rows, lca_depth[:n_rows]
 
     def _lineal_block(self, rows: Tensor, lca_depth: Tensor) -> Tensor:
         """True where row node and column node differ and one is the other's ancestor."""
-        row_depth = self._depth[rows, None]
-        lineal = lca_depth == torch.minimum(row_depth, self._depth[None, :])
+        depth = self._depth.to(lca_depth.dtype)
+        lineal = lca_depth == torch.minimum(depth[rows, None], depth[None, :])
         lineal[torch.arange(rows.numel()), rows] = False
         return lineal
 
