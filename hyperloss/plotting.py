@@ -105,10 +105,10 @@ def plot_embedding(
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     _check_int("dpi", dpi, minimum=1)
     out = Path(path)
-    if out.suffix == "":
-        out = out.with_suffix(".png")
     if out.is_dir():
         raise ValueError(f"path {str(out)!r} is a directory; give a file name such as plot.png")
+    if out.suffix == "":
+        out = out.with_suffix(".png")
 
     # Imported here so that `import hyperloss` does not pay for matplotlib.
     from matplotlib.backends.backend_agg import FigureCanvasAgg
