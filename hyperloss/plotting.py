@@ -1,15 +1,27 @@
 """Pictures of hyperbolic embeddings: the Poincaré disk, coloured by top-level branch.
 
-A dim-2 embedding is drawn exactly: its Lorentz points are mapped to the Poincaré disk and
-rescaled to the unit disk, whose boundary (the circle at infinity) is drawn. Each node is a dot
-coloured by its top-level branch (``tree.branch``), each node is joined to its parent by the
-hyperbolic geodesic between them (a circular arc in the disk), and the root is a black star.
+Two views of the same points, side by side by default:
 
-For dim > 2 the picture is a projection, not an isometry: the Poincaré ball coordinates (rescaled
-to the unit ball) are projected orthogonally onto their top-2 *uncentred* principal axes (the two
-leading right singular vectors of the ``(N, dim)`` coordinate matrix). Uncentred so that the
-origin stays at the centre of the picture, and orthogonal so that every point stays inside the
-unit disk. Geodesic edges are computed in the ball and projected the same way.
+``"poincare"``
+    The Poincaré disk. A dim-2 embedding is drawn exactly: its Lorentz points are mapped to the
+    Poincaré disk and rescaled to the unit disk, whose boundary (the circle at infinity) is
+    drawn. Hyperbolic edges are circular arcs. Good embeddings of deep trees put most nodes
+    within ``1e-6`` of the boundary (a node at hyperbolic radius ``r`` sits at Euclidean radius
+    ``tanh(r / 2)``), so this view shows the top of the hierarchy and the angular layout.
+``"tangent"``
+    The tangent space at the origin (the logarithmic map): every point keeps its direction and
+    is drawn at a Euclidean radius equal to its hyperbolic distance from the origin, divided by
+    the largest such distance so that the picture fits the unit disk. Depth levels become rings,
+    and the deep levels that crowd the Poincaré boundary become visible. Not an isometry.
+
+In both views each node is a dot coloured by its top-level branch (``tree.branch``), each node is
+joined to its parent by the hyperbolic geodesic between them (sampled in the Lorentz model and
+mapped like the points), and the root is a black star.
+
+For dim > 2 each view is projected orthogonally onto the top-2 *uncentred* principal axes of its
+``(N, dim)`` coordinates (the two leading right singular vectors). Uncentred so that the origin
+stays at the centre of the picture, and orthogonal so that every point stays inside the unit
+disk. A projection is not an isometry; the axis labels say so.
 
 Figures are built on an Agg canvas (``matplotlib.backends.backend_agg``) without pyplot, so
 plotting works headless and never changes the user's pyplot backend or state.
@@ -33,12 +45,18 @@ if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     from hyperloss.embedding import Embedding
     from hyperloss.trees import Tree
 
-__all__ = ["plot_embedding", "draw_embedding", "disk_coordinates"]
+__all__ = ["plot_embedding", "draw_embedding", "disk_coordinates", "VIEWS"]
 
+#: The views :func:`draw_embedding` can draw (see the module docstring).
+VIEWS = ("poincare", "tangent")
 # Points per geodesic edge: 12 segments make arcs look smooth at the usual figure sizes while
 # keeping NAICS (2,125 edges) at ~27k line vertices.
 _ARC_SAMPLES = 13
 _ROOT_STYLE = {"marker": "*", "s": 220, "c": "black", "edgecolors": "white", "zorder": 5}
+_VIEW_TITLES = {
+    "poincare": "Poincaré disk",
+    "tangent": "tangent space at the origin (radius = hyperbolic distance)",
+}
 
 
 def plot_embedding(
@@ -46,14 +64,15 @@ def plot_embedding(
     tree: Tree,
     path: str | os.PathLike[str],
     *,
+    view: str = "both",
     title: str | None = None,
     geodesic_edges: bool = True,
     label_branches: bool = True,
     max_legend: int = 20,
-    figsize: tuple[float, float] = (12.0, 8.0),
+    figsize: tuple[float, float] | None = None,
     dpi: int = 150,
 ) -> Path:
-    """Draw an embedding on the Poincaré disk and save the figure.
+    """Draw an embedding on the Poincaré disk (and its tangent view) and save the figure.
 
     Parameters
     ----------
@@ -68,18 +87,22 @@ def plot_embedding(
     path : str or os.PathLike
         Output file; the format follows the suffix (``.png``, ``.pdf``, ``.svg``; a path without
         a suffix gets ``.png``). Missing parent directories are created.
+    view : {"both", "poincare", "tangent"}, default "both"
+        Which panels to draw (see the module docstring): the Poincaré disk, the tangent space at
+        the origin, or both side by side.
     title : str, optional
         Figure title; default ``"<root title>: N nodes, dim d"``.
     geodesic_edges : bool, default True
-        Draw each child-parent edge as the hyperbolic geodesic (a circular arc in the disk);
-        ``False`` draws straight chords, which is faster for very large trees.
+        Draw each child-parent edge as the hyperbolic geodesic; ``False`` draws straight
+        segments between the drawn points, which is faster for very large trees.
     label_branches : bool, default True
         Write each top-level node's name next to its point.
     max_legend : int, default 20
         At most this many top-level branches (the largest first) get a legend entry with their
         title; the rest are summarised in one final entry.
-    figsize : tuple of float, default (12, 8)
-        Figure size in inches; the disk sits on the left, the legend on the right.
+    figsize : tuple of float, optional
+        Figure size in inches; default ``(19, 8)`` for two panels, ``(12, 8)`` for one. The
+        legend sits on the right.
     dpi : int, default 150
         Resolution of raster output.
 
@@ -90,8 +113,8 @@ def plot_embedding(
 
     Notes
     -----
-    For ``dim > 2`` the figure shows the uncentred top-2 principal-axes projection of the
-    Poincaré ball coordinates (see the module docstring); the axis labels say so.
+    For ``dim > 2`` each panel shows the uncentred top-2 principal-axes projection of its
+    coordinates (see the module docstring); the axis labels say so.
 
     Examples
     --------
@@ -103,6 +126,8 @@ def plot_embedding(
     """
     if not isinstance(path, (str, os.PathLike)):
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
+    if view not in ("both", *VIEWS):
+        raise ValueError(f"view must be 'both', 'poincare' or 'tangent', got {view!r}")
     _check_int("dpi", dpi, minimum=1)
     out = Path(path)
     if out.is_dir():
@@ -114,19 +139,28 @@ def plot_embedding(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    views = VIEWS if view == "both" else (view,)
+    if figsize is None:
+        figsize = (19.0, 8.0) if len(views) == 2 else (12.0, 8.0)
     figure = Figure(figsize=figsize, dpi=dpi)
     FigureCanvasAgg(figure)
-    ax = figure.add_axes((0.02, 0.04, 0.60, 0.88))
-    draw_embedding(
-        embedding,
-        tree,
-        ax,
-        geodesic_edges=geodesic_edges,
-        label_branches=label_branches,
-        max_legend=max_legend,
-        legend_anchor=(1.02, 0.5),
-    )
-    figure.suptitle(title if title is not None else _default_title(embedding, tree), x=0.32)
+    # Panels are square (height 0.84 of the figure), laid out left to right; legend after them.
+    panel_width = 0.84 * figsize[1] / figsize[0]
+    for position, panel_view in enumerate(views):
+        ax = figure.add_axes((0.01 + position * (panel_width + 0.01), 0.05, panel_width, 0.84))
+        is_last = position == len(views) - 1
+        draw_embedding(
+            embedding,
+            tree,
+            ax,
+            view=panel_view,
+            geodesic_edges=geodesic_edges,
+            label_branches=label_branches,
+            max_legend=max_legend,
+            legend_anchor=(1.02, 0.5) if is_last else None,
+        )
+    default_title = _default_title(embedding, tree)
+    figure.suptitle(title if title is not None else default_title, x=0.02, ha="left")
     out.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(out, dpi=dpi)
     return out
@@ -137,15 +171,17 @@ def draw_embedding(
     tree: Tree,
     ax: Axes,
     *,
+    view: str = "poincare",
     geodesic_edges: bool = True,
     label_branches: bool = True,
     max_legend: int = 20,
     legend_anchor: tuple[float, float] | None = (1.02, 0.5),
 ) -> Axes:
-    """Draw an embedding into an existing matplotlib ``Axes`` (for notebooks and subplots).
+    """Draw one view of an embedding into an existing matplotlib ``Axes``.
 
-    Parameters are those of :func:`plot_embedding`; ``legend_anchor`` is the legend's
-    ``bbox_to_anchor`` in axes coordinates (its left-centre point), or ``None`` for no legend.
+    For notebooks and subplots. Parameters are those of :func:`plot_embedding`; ``view`` is
+    ``"poincare"`` or ``"tangent"``; ``legend_anchor`` is the legend's ``bbox_to_anchor`` in axes
+    coordinates (its left-centre point), or ``None`` for no legend.
 
     Returns
     -------
@@ -156,12 +192,18 @@ def draw_embedding(
     from matplotlib.lines import Line2D
     from matplotlib.patches import Circle
 
+    if view not in VIEWS:
+        raise ValueError(f"view must be 'poincare' or 'tangent', got {view!r}")
     _check_int("max_legend", max_legend, minimum=0)
     rows = _tree_rows(embedding, tree)
     unit_lorentz = _unit_lorentz(embedding)[rows]  # (N, dim+1), curvature -1, tree order
-    ball = _lorentz_to_unit_ball(unit_lorentz)  # (N, dim)
-    axes_2d = _principal_axes(ball)  # (dim, 2)
-    xy = ball @ axes_2d  # (N, 2)
+    coordinates = _view_coordinates(unit_lorentz, view)  # (N, dim)
+    # The tangent view divides by the largest radius so the points fill the unit disk.
+    scale = 1.0
+    if view == "tangent":
+        scale = float(np.linalg.norm(coordinates, axis=1).max()) or 1.0
+    axes_2d = _principal_axes(coordinates)  # (dim, 2)
+    xy = coordinates @ axes_2d / scale  # (N, 2)
 
     parent = _as_numpy(tree.parent).astype(np.int64)
     depth = _as_numpy(tree.depth).astype(np.int64)
@@ -171,13 +213,14 @@ def draw_embedding(
     colour_of = {b: colours[i] for i, b in enumerate(branch_ids)}
     node_colours = np.array([colour_of.get(int(b), (0.0, 0.0, 0.0, 1.0)) for b in branch])
 
-    ax.add_patch(Circle((0.0, 0.0), 1.0, fill=False, lw=1.2, ec="0.35", zorder=0))
+    boundary_style = {"ls": "-"} if view == "poincare" else {"ls": (0, (4, 3))}
+    ax.add_patch(Circle((0.0, 0.0), 1.0, fill=False, lw=1.2, ec="0.35", zorder=0, **boundary_style))
 
     child = np.flatnonzero(parent >= 0)
     if child.size:
         if geodesic_edges:
             arcs = _geodesic_samples(unit_lorentz[child], unit_lorentz[parent[child]])
-            segments = _lorentz_to_unit_ball(arcs) @ axes_2d  # (E, S, 2)
+            segments = _view_coordinates(arcs, view) @ axes_2d / scale  # (E, S, 2)
         else:
             segments = np.stack([xy[child], xy[parent[child]]], axis=1)  # (E, 2, 2)
         edge_colours = node_colours[child].copy()
@@ -203,8 +246,10 @@ def draw_embedding(
     if label_branches:
         for b in branch_ids:
             x, y = xy[b]
+            norm = math.hypot(x, y)
+            if norm < 0.1:  # a projection squeezed it onto the root: the legend names it
+                continue
             # Push the label outwards along the ray from the centre so it clears the point.
-            norm = math.hypot(x, y) or 1.0
             ax.annotate(
                 tree.names[b],
                 (x, y),
@@ -244,14 +289,20 @@ def draw_embedding(
     ax.set_yticks([])
     for spine in ax.spines.values():
         spine.set_visible(False)
-    if ball.shape[1] > 2:
-        ax.set_xlabel("principal axis 1 of the Poincaré ball coordinates (projection)", fontsize=8)
+    heading = _VIEW_TITLES[view]
+    if view == "tangent":
+        heading += f"\ndashed circle: radius {scale:.3g}"
+    ax.set_title(heading, fontsize=9)
+    if coordinates.shape[1] > 2:
+        ax.set_xlabel("principal axis 1 (projection of the dim > 2 coordinates)", fontsize=8)
         ax.set_ylabel("principal axis 2", fontsize=8)
     return ax
 
 
-def disk_coordinates(embedding: Embedding, tree: Tree | None = None) -> np.ndarray:
-    """The 2-D coordinates :func:`plot_embedding` draws, in the unit disk.
+def disk_coordinates(
+    embedding: Embedding, tree: Tree | None = None, *, view: str = "poincare"
+) -> np.ndarray:
+    """The 2-D coordinates :func:`plot_embedding` draws for one view, in the unit disk.
 
     Parameters
     ----------
@@ -259,18 +310,26 @@ def disk_coordinates(embedding: Embedding, tree: Tree | None = None) -> np.ndarr
         As in :func:`plot_embedding`.
     tree : Tree, optional
         If given, rows follow ``tree.names``; otherwise they follow ``embedding.names``.
+    view : {"poincare", "tangent"}, default "poincare"
+        ``"poincare"``: Poincaré disk coordinates rescaled to the unit disk. ``"tangent"``: the
+        logarithmic map at the origin divided by the largest hyperbolic radius.
 
     Returns
     -------
     numpy.ndarray, shape (N, 2), float64
-        Poincaré disk coordinates (dim 2) or their uncentred top-2 principal-axes projection
-        (dim > 2); every row has norm < 1.
+        The coordinates (dim 2) or their uncentred top-2 principal-axes projection (dim > 2);
+        every row has norm <= 1.
     """
+    if view not in VIEWS:
+        raise ValueError(f"view must be 'poincare' or 'tangent', got {view!r}")
     unit_lorentz = _unit_lorentz(embedding)
     if tree is not None:
         unit_lorentz = unit_lorentz[_tree_rows(embedding, tree)]
-    ball = _lorentz_to_unit_ball(unit_lorentz)
-    return ball @ _principal_axes(ball)
+    coordinates = _view_coordinates(unit_lorentz, view)
+    scale = 1.0
+    if view == "tangent":
+        scale = float(np.linalg.norm(coordinates, axis=1).max()) or 1.0
+    return coordinates @ _principal_axes(coordinates) / scale
 
 
 # ----------------------------------------------------------------------------------------------
@@ -324,18 +383,25 @@ def _unit_lorentz(embedding: Embedding) -> np.ndarray:
     return points * math.sqrt(curvature)
 
 
-def _lorentz_to_unit_ball(points: np.ndarray) -> np.ndarray:
-    """Curvature -1 Lorentz points (..., dim+1) -> unit Poincaré ball (..., dim)."""
-    # p = x_spatial / (1 + x0); x0 >= 1 so the denominator never vanishes.
-    return points[..., 1:] / (1.0 + points[..., :1])
+def _view_coordinates(points: np.ndarray, view: str) -> np.ndarray:
+    """Curvature -1 Lorentz points (..., dim+1) -> (..., dim) coordinates of ``view``."""
+    spatial = points[..., 1:]
+    if view == "poincare":
+        # p = x_spatial / (1 + x0); x0 >= 1 so the denominator never vanishes.
+        return spatial / (1.0 + points[..., :1])
+    # logmap0: direction of x_spatial, length = distance to the origin = asinh(|x_spatial|)
+    # (asinh rather than acosh(x0): accurate near the origin too).
+    norm = np.linalg.norm(spatial, axis=-1, keepdims=True)
+    factor = np.divide(np.arcsinh(norm), norm, out=np.ones_like(norm), where=norm > 0)
+    return spatial * factor
 
 
-def _principal_axes(ball: np.ndarray) -> np.ndarray:
+def _principal_axes(coordinates: np.ndarray) -> np.ndarray:
     """(dim, 2) orthonormal columns: identity for dim 2, else the top-2 uncentred axes."""
-    dim = ball.shape[1]
+    dim = coordinates.shape[1]
     if dim == 2:
         return np.eye(2)
-    _, _, vt = np.linalg.svd(ball, full_matrices=False)
+    _, _, vt = np.linalg.svd(coordinates, full_matrices=False)
     axes = vt[:2].T.copy()  # (dim, 2)
     # Fix the SVD's sign ambiguity so the same embedding always gives the same picture.
     for j in range(2):
@@ -395,5 +461,5 @@ def _label(tree: Tree, index: int) -> str:
 def _default_title(embedding: Embedding, tree: Tree) -> str:
     dim = _as_numpy(embedding.points).shape[-1] - 1
     root_title = tree.title(tree.root)
-    kind = "Poincaré disk" if dim == 2 else "projection of the Poincaré ball"
-    return f"{root_title}: {len(tree.names)} nodes, dim {dim} ({kind})"
+    projected = "" if dim == 2 else ", projected to 2-D"
+    return f"{root_title}: {len(tree.names)} nodes, dim {dim}{projected}"

@@ -9,7 +9,12 @@ from matplotlib.image import imread
 
 from hyperloss.datasets import balanced_tree
 from hyperloss.embedding import Embedding
-from hyperloss.geometry import expmap0, lorentz_distance, lorentz_to_poincare
+from hyperloss.geometry import (
+    expmap0,
+    hyperbolic_radius,
+    lorentz_distance,
+    lorentz_to_poincare,
+)
 from hyperloss.plotting import _geodesic_samples, disk_coordinates, plot_embedding
 from hyperloss.trees import Tree
 
@@ -53,7 +58,7 @@ def test_plot_writes_a_png_with_branch_colours(tmp_path, tree, dim):
     out = plot_embedding(embedding, tree, tmp_path / "sub" / f"plot{dim}.png", dpi=60)
     assert out == tmp_path / "sub" / f"plot{dim}.png"
     image = read_png(out)
-    assert image.shape[0] == 8 * 60 and image.shape[1] == 12 * 60
+    assert image.shape[0] == 8 * 60 and image.shape[1] == 19 * 60  # two panels + legend
     rgb = (image[..., :3] * 255).round().astype(int).reshape(-1, 3)
     colours = {tuple(c) for c in rgb}
     # 3 top-level branches -> the first three tab10 colours appear (points are opaque).
@@ -70,7 +75,12 @@ def test_plot_without_suffix_gets_png_and_other_formats(tmp_path, tree):
     embedding = sector_embedding(tree)
     assert plot_embedding(embedding, tree, tmp_path / "picture", dpi=40).suffix == ".png"
     svg = plot_embedding(
-        embedding, tree, tmp_path / "picture.svg", geodesic_edges=False, label_branches=False
+        embedding,
+        tree,
+        tmp_path / "picture.svg",
+        view="tangent",
+        geodesic_edges=False,
+        label_branches=False,
     )
     assert svg.read_text().lstrip().startswith("<?xml")
 
@@ -86,6 +96,21 @@ def test_disk_coordinates_dim2_is_the_poincare_disk(tree):
     expected = lorentz_to_poincare(embedding.points, curvature=curvature).numpy()
     # the picture uses the unit disk: the ball of radius 1/sqrt(c) rescaled
     np.testing.assert_allclose(disk_coordinates(embedding), expected * math.sqrt(curvature))
+
+
+def test_tangent_view_keeps_directions_and_hyperbolic_radius(tree):
+    curvature = 0.5
+    embedding = sector_embedding(tree, curvature=curvature)
+    tangent = disk_coordinates(embedding, view="tangent")
+    radius = hyperbolic_radius(embedding.points, curvature=curvature).numpy()
+    np.testing.assert_allclose(np.linalg.norm(tangent, axis=1), radius / radius.max(), atol=1e-12)
+    poincare = disk_coordinates(embedding)
+    moved = radius > 0
+    np.testing.assert_allclose(
+        tangent[moved] / np.linalg.norm(tangent[moved], axis=1, keepdims=True),
+        poincare[moved] / np.linalg.norm(poincare[moved], axis=1, keepdims=True),
+        atol=1e-12,
+    )
 
 
 def test_disk_coordinates_follow_tree_order(tree):
@@ -163,5 +188,7 @@ def test_bad_arguments(tmp_path, tree):
         plot_embedding(embedding, tree, tmp_path)
     with pytest.raises(ValueError, match="dpi"):
         plot_embedding(embedding, tree, tmp_path / "a.png", dpi=0)
+    with pytest.raises(ValueError, match="view"):
+        plot_embedding(embedding, tree, tmp_path / "a.png", view="klein")
     with pytest.raises(ValueError, match="max_legend"):
         plot_embedding(embedding, tree, tmp_path / "a.png", max_legend=-1)
