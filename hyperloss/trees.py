@@ -511,6 +511,13 @@ class Tree:
             Compute only these rows (node indices); the result is then ``(len(rows), N)``.
             Use it to bound memory on large trees.
 
+        Notes
+        -----
+        Cost: O(N) per row for the prefix sums, plus one small scatter per ancestor of each row,
+        so time grows with the height only mildly (NAICS: tens of milliseconds; a 20,000-node
+        random tree: a few seconds, mostly writing the 3.2 GB result; a 10,000-node path:
+        about 4 s).
+
         Returns
         -------
         Tensor, float64, shape (N, N) or (len(rows), N)
@@ -561,7 +568,8 @@ class Tree:
         if rows is None:
             return torch.arange(n_nodes)
         row_index = torch.as_tensor(rows)
-        if row_index.dim() != 1 or (row_index.numel() and row_index.dtype.is_floating_point):
+        bad_dtype = row_index.dtype == torch.bool or row_index.dtype.is_floating_point
+        if row_index.dim() != 1 or (row_index.numel() and bad_dtype):
             raise ValueError(f"rows must be a 1-D sequence of node indices, got shape {rows!r}")
         row_index = row_index.long()
         if row_index.numel() and (row_index.min() < 0 or row_index.max() >= n_nodes):

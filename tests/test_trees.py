@@ -270,6 +270,8 @@ def test_rows_validation():
         tree.closure(rows=[[0, 1]])
     with pytest.raises(ValueError, match="rows"):
         tree.distances(rows=[0.5])
+    with pytest.raises(ValueError, match="rows"):
+        tree.distances(rows=[True, False])
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), float("inf")])
