@@ -1,0 +1,473 @@
+"""Ranking losses on plain tensors of distances.
+
+Two losses that make embedding distances respect the order of tree distances:
+
+* :func:`rank_order_preservation_loss`: a margin hinge over every anchor and every pair of
+  candidates with different tree distances, on an ``(N, N)`` matrix of embedding distances.
+* :func:`lambda_rank_loss`: LambdaRank (Burges, 2010) on ``(B, 1 + K)`` lists of
+  [positive, negative_1, ..., negative_K] per anchor, weighted by the change in NDCG@k.
+
+Both take distances (not points), so they work with any manifold: the modules in
+:mod:`hyperloss.losses.modules` turn names and points into these tensors.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import numbers
+
+import torch
+from torch import Tensor
+
+__all__ = ["lambda_rank_loss", "rank_order_preservation_loss"]
+
+_RANK_ORDER_REDUCTIONS = ("violations", "mean", "sum", "none")
+_LAMBDA_RANK_REDUCTIONS = ("mean", "sum", "none")
+
+# Entries of the (rows, N + 1, L + 1) int32 count table built per block of anchors; 2**22 entries
+# is 16 MiB, so the working memory of the rank-order loss stays bounded whatever N is.
+_COUNT_TABLE_BUDGET = 2**22
+
+# softplus(x) returns x above this; log1p(exp(-40)) ~ 4e-18 is below the rounding of x.
+_SOFTPLUS_THRESHOLD = 40.0
+
+# Smoothing constant of the relevance grades, as in the research code (users port numbers).
+_RELEVANCE_EPS = 1e-6
+
+
+def rank_order_preservation_loss(
+    embedding_distances: Tensor,
+    tree_distances: Tensor,
+    *,
+    margin: float = 0.1,
+    min_distance: float = 0.1,
+    reduction: str = "violations",
+    chunk_size: int | None = None,
+) -> Tensor:
+    r"""Hinge loss on every triple whose embedding distances contradict the tree's order.
+
+    For anchor :math:`i` the candidates are the :math:`j \ne i` with
+    :math:`t_{ij} \ge` ``min_distance``. Every unordered pair of candidates :math:`\{j, k\}`
+    with :math:`t_{ij} < t_{ik}` gives the term
+
+    .. math:: \ell_{ijk} = \max(0,\; d_{ij} - d_{ik} + \text{margin}),
+
+    pairs with tied tree distances give no term, and an anchor with fewer than two candidates
+    gives none at all.
+
+    Parameters
+    ----------
+    embedding_distances : Tensor, shape (N, N)
+        Embedding distances :math:`d`, floating point, finite. Only the off-diagonal entries
+        of the rows are read; the matrix need not be symmetric. Gradients flow into it.
+    tree_distances : Tensor, shape (N, N)
+        Tree distances :math:`t` (any real dtype; compared only with each other and with
+        ``min_distance``, by exact equality for ties).
+    margin : float, default=0.1
+        Non-negative margin.
+    min_distance : float, default=0.1
+        Candidates of an anchor are the other rows at tree distance ``>= min_distance``.
+    reduction : {'violations', 'mean', 'sum', 'none'}, default='violations'
+        ``'violations'``: the sum of the terms divided by the number of positive terms (0
+        when none is positive). ``'mean'``: the sum divided by the number of terms (0 when
+        there are none). ``'sum'``: the sum. ``'none'``: the per-anchor sums, shape ``(N,)``.
+    chunk_size : int, optional
+        Anchors processed per block. The default picks a block whose count table holds
+        about 4M entries (16 MiB).
+
+    Returns
+    -------
+    Tensor
+        A scalar, or shape ``(N,)`` for ``reduction='none'``, with the dtype of
+        ``embedding_distances``.
+
+    Notes
+    -----
+    No Python loop runs over anchors, pairs or triples. For a fixed anchor the candidates
+    are sorted by :math:`d`; with :math:`q_j = d_{ij} + \text{margin}`, the term for
+    :math:`(j, k)` is positive exactly when :math:`d_{ik} < q_j` (a term equal to 0 counts as
+    not positive, and gets gradient 0, as ``torch.relu`` does). Cumulative counts of the
+    sorted candidates per tree-distance level give, for every candidate, the number
+    :math:`c_j` of positive terms where it is the closer element and the number :math:`c'_j`
+    where it is the farther one. Then the per-anchor sum is exactly
+
+    .. math:: \sum_j (c_j - c'_j)\, d_{ij} + \text{margin} \cdot \sum_j c_j,
+
+    with the counts held constant, so autograd returns the exact (sub)gradient:
+    each positive term adds +1 to :math:`d_{ij}` and -1 to :math:`d_{ik}`. The cost is
+    :math:`O(N \log N + N L)` per anchor, :math:`L` the number of distinct tree distances in
+    the block (a handful for a tree), and the memory is bounded by ``chunk_size``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> d = torch.tensor([[0.0, 2.0, 1.0], [2.0, 0.0, 1.0], [1.0, 1.0, 0.0]], dtype=torch.float64)
+    >>> t = torch.tensor([[0.0, 1.0, 2.0], [1.0, 0.0, 2.0], [2.0, 2.0, 0.0]], dtype=torch.float64)
+    >>> rank_order_preservation_loss(d, t, margin=0.0, reduction="sum")
+    tensor(2., dtype=torch.float64)
+    """
+    _check_square_matrix(embedding_distances, "embedding_distances")
+    _check_square_matrix(tree_distances, "tree_distances")
+    if not embedding_distances.is_floating_point():
+        raise TypeError(
+            f"embedding_distances must be a floating-point tensor, got {embedding_distances.dtype}"
+        )
+    if tree_distances.shape != embedding_distances.shape:
+        raise ValueError(
+            f"tree_distances must have the shape of embedding_distances "
+            f"{tuple(embedding_distances.shape)}, got {tuple(tree_distances.shape)}"
+        )
+    margin = _check_real(margin, "margin")
+    if margin < 0:
+        raise ValueError(f"margin must be >= 0, got {margin}")
+    min_distance = _check_real(min_distance, "min_distance")
+    if reduction not in _RANK_ORDER_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_RANK_ORDER_REDUCTIONS}, got {reduction!r}")
+    if chunk_size is not None and (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, numbers.Integral)
+        or chunk_size < 1
+    ):
+        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
+    if not bool(torch.isfinite(embedding_distances).all()):
+        raise ValueError("embedding_distances contains NaN or inf")
+    if not bool(torch.isfinite(tree_distances).all()):
+        raise ValueError("tree_distances contains NaN or inf")
+
+    tree_distances = tree_distances.to(embedding_distances.device)
+    coefficients, positive_terms, all_terms = _rank_order_counts(
+        embedding_distances.detach(), tree_distances, margin, min_distance, chunk_size
+    )
+    dtype = embedding_distances.dtype
+    # The counts are constants: the value is exact and autograd yields the exact subgradient.
+    per_anchor = (coefficients.to(dtype) * embedding_distances).sum(dim=1)
+    per_anchor = per_anchor + margin * positive_terms.to(dtype)
+    if reduction == "none":
+        return per_anchor
+    total = per_anchor.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "violations":
+        return total / max(int(positive_terms.sum()), 1)
+    return total / max(int(all_terms.sum()), 1)
+
+
+def lambda_rank_loss(
+    embedding_distances: Tensor,
+    tree_distances: Tensor,
+    *,
+    sigma: float = 1.0,
+    ndcg_k: int = 10,
+    mask: Tensor | None = None,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""LambdaRank loss on per-anchor lists ranked by embedding distance, weighted by NDCG@k.
+
+    Row :math:`a` is one anchor's list of items (conventionally [positive, negative_1, ...,
+    negative_K]). With :math:`t` the tree distances from the anchor and :math:`t_{max}` the
+    largest of them among the row's valid items, the relevance of item :math:`j` is
+
+    .. math:: r_j = \frac{t_{max} - t_j + 10^{-6}}{t_{max} + 10^{-6}},
+
+    the score is :math:`s_j = -d_j`, and the row's loss is (Burges, 2010)
+
+    .. math:: \sum_{i, j:\, r_i > r_j} |\Delta\mathrm{NDCG@k}_{ij}|
+              \log\bigl(1 + e^{-\sigma (s_i - s_j)}\bigr),
+
+    where :math:`|\Delta\mathrm{NDCG@k}_{ij}| = |r_i - r_j|\,|D(p_i) - D(p_j)| / \mathrm{IDCG@k}`
+    is the change in NDCG@k (linear gain) from swapping items :math:`i` and :math:`j` in the
+    current ranking, :math:`p` their 1-based positions when the valid items are sorted by
+    decreasing score, :math:`D(p) = 1/\log_2(p + 1)` for :math:`p \le k` and 0 beyond (so a
+    swap across the cut-off counts the gain lost or won at the top-k position), and
+    IDCG@k the DCG@k of the valid items sorted by decreasing relevance. The weights are held
+    constant in the backward pass, so :math:`\partial L / \partial s_i` is the usual lambda.
+
+    Parameters
+    ----------
+    embedding_distances : Tensor, shape (B, 1 + K)
+        Embedding distances from each anchor to its list's items, floating point; finite at
+        the valid items. Gradients flow into it.
+    tree_distances : Tensor, shape (B, 1 + K)
+        Tree distances from each anchor to the same items; finite at the valid items.
+    sigma : float, default=1.0
+        Positive steepness of the pairwise logistic loss.
+    ndcg_k : int, default=10
+        Cut-off of NDCG@k, ``>= 1``.
+    mask : Tensor of bool, shape (B, 1 + K), optional
+        True at the valid items; padded or unknown items (False) take no part in the
+        relevance, the ranking, IDCG or any pair. Default: all valid.
+    reduction : {'mean', 'sum', 'none'}, default='mean'
+        ``'mean'``: the mean of the per-anchor losses over the valid anchors (0 when there
+        are none); ``'sum'``; ``'none'``: the per-anchor losses, shape ``(B,)``, 0 at invalid
+        anchors.
+
+    Returns
+    -------
+    Tensor
+        A scalar, or shape ``(B,)`` for ``reduction='none'``.
+
+    Notes
+    -----
+    * An anchor is valid when at least one of its items is valid. A valid anchor whose list
+      has all-equal relevance (or a single valid item) has no pair and contributes 0, and it
+      still counts in the mean.
+    * Ties in the scores are broken stably: among equal scores, the item earlier in the list
+      ranks higher (this only matters for :math:`|\Delta\mathrm{NDCG}|`).
+    * :math:`\log(1 + e^x)` is ``softplus(x)`` with its linear branch above ``x = 40``
+      (where :math:`\log(1 + e^{-x}) < 5 \cdot 10^{-18}`): exact to rounding for any ``x``,
+      with gradient ``sigmoid(x)`` (0.5 at equal scores).
+    * The loss is :math:`\ge 0` and decreases as the list becomes correctly ordered. Unlike the
+      research code, pairs are not weighted by the probability that they are already ordered.
+
+    References
+    ----------
+    C. J. C. Burges, "From RankNet to LambdaRank to LambdaMART: An Overview", Microsoft
+    Research Technical Report MSR-TR-2010-82, 2010.
+    """
+    if not isinstance(embedding_distances, Tensor):
+        raise TypeError(
+            f"embedding_distances must be a torch.Tensor, got {type(embedding_distances).__name__}"
+        )
+    if not isinstance(tree_distances, Tensor):
+        raise TypeError(
+            f"tree_distances must be a torch.Tensor, got {type(tree_distances).__name__}"
+        )
+    if embedding_distances.dim() != 2:
+        raise ValueError(
+            "embedding_distances must have shape (B, 1 + K), got "
+            f"{tuple(embedding_distances.shape)}"
+        )
+    if not embedding_distances.is_floating_point():
+        raise TypeError(
+            f"embedding_distances must be a floating-point tensor, got {embedding_distances.dtype}"
+        )
+    if tree_distances.shape != embedding_distances.shape:
+        raise ValueError(
+            f"tree_distances must have the shape of embedding_distances "
+            f"{tuple(embedding_distances.shape)}, got {tuple(tree_distances.shape)}"
+        )
+    sigma = _check_real(sigma, "sigma")
+    if sigma <= 0:
+        raise ValueError(f"sigma must be > 0, got {sigma}")
+    if isinstance(ndcg_k, bool) or not isinstance(ndcg_k, int):
+        raise TypeError(f"ndcg_k must be an int, got {type(ndcg_k).__name__}")
+    if ndcg_k < 1:
+        raise ValueError(f"ndcg_k must be >= 1, got {ndcg_k}")
+    if reduction not in _LAMBDA_RANK_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_LAMBDA_RANK_REDUCTIONS}, got {reduction!r}")
+    device = embedding_distances.device
+    tree_distances = tree_distances.to(device=device, dtype=torch.float64)
+    if mask is None:
+        valid = None
+        finite = torch.isfinite(embedding_distances).all() & torch.isfinite(tree_distances).all()
+        if not bool(finite):
+            raise ValueError("embedding_distances or tree_distances contains NaN or inf")
+    else:
+        if not isinstance(mask, Tensor):
+            raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
+        if mask.shape != embedding_distances.shape:
+            raise ValueError(
+                f"mask must have the shape of embedding_distances "
+                f"{tuple(embedding_distances.shape)}, got {tuple(mask.shape)}"
+            )
+        valid = mask.to(device=device, dtype=torch.bool)
+        if not bool((torch.isfinite(embedding_distances) | ~valid).all()):
+            raise ValueError("embedding_distances contains NaN or inf at a valid item")
+        if not bool((torch.isfinite(tree_distances) | ~valid).all()):
+            raise ValueError("tree_distances contains NaN or inf at a valid item")
+        # Padded entries may hold anything: replace them before any arithmetic (the gradient
+        # of a replaced entry is then exactly 0, not NaN).
+        embedding_distances = torch.where(valid, embedding_distances, 0.0)
+        tree_distances = torch.where(valid, tree_distances, 0.0)
+
+    if embedding_distances.numel() == 0:
+        per_anchor = embedding_distances.sum(dim=1)
+        return per_anchor if reduction == "none" else per_anchor.sum()
+    with torch.no_grad():
+        pair_weights = _lambda_pair_weights(embedding_distances, tree_distances, valid, ndcg_k)
+    # With s = -d: -sigma * (s_i - s_j) = sigma * (d_i - d_j).
+    logits = sigma * (embedding_distances[:, :, None] - embedding_distances[:, None, :])
+    # softplus(x) = log(1 + e^x); above the threshold it returns x, and log1p(e^-x) < 5e-18
+    # there, far below the rounding of x: exact in float32 and float64, gradient sigmoid(x).
+    pair_losses = torch.nn.functional.softplus(logits, threshold=_SOFTPLUS_THRESHOLD)
+    per_anchor = (pair_weights.to(logits.dtype) * pair_losses).sum(dim=(1, 2))
+    if reduction == "none":
+        return per_anchor
+    if reduction == "sum":
+        return per_anchor.sum()
+    valid_anchors = embedding_distances.shape[0] if valid is None else int(valid.any(1).sum())
+    return per_anchor.sum() / max(valid_anchors, 1)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _rank_order_counts(
+    distances: Tensor,
+    tree_distances: Tensor,
+    margin: float,
+    min_distance: float,
+    chunk_size: int | None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-entry net hinge coefficients and per-anchor term counts (no autograd).
+
+    Returns ``coefficients`` (N, N) int64 (``c_j - c'_j`` per anchor row), ``positive_terms``
+    (N,) and ``all_terms`` (N,) int64.
+    """
+    n = distances.shape[0]
+    device = distances.device
+    coefficients = torch.zeros((n, n), dtype=torch.int64, device=device)
+    positive_terms = torch.zeros(n, dtype=torch.int64, device=device)
+    all_terms = torch.zeros(n, dtype=torch.int64, device=device)
+    if n < 3:
+        return coefficients, positive_terms, all_terms
+    # Distinct tree distances among the candidates (a handful for a tree): the count table of a
+    # block has (rows, N + 1, L + 1) entries, so the block size follows from L.
+    levels = torch.unique(tree_distances[tree_distances >= min_distance])
+    if levels.numel() < 2:
+        return coefficients, positive_terms, all_terms
+    if chunk_size is None:
+        chunk_size = max(1, _COUNT_TABLE_BUDGET // ((n + 1) * (levels.numel() + 1)))
+    columns = torch.arange(n, device=device)
+    for start in range(0, n, chunk_size):
+        stop = min(n, start + chunk_size)
+        anchor = torch.arange(start, stop, device=device)
+        candidate = (tree_distances[start:stop] >= min_distance) & (
+            columns[None, :] != anchor[:, None]
+        )
+        block = _rank_order_block_counts(
+            distances[start:stop], tree_distances[start:stop], candidate, levels, margin
+        )
+        coefficients[start:stop], positive_terms[start:stop], all_terms[start:stop] = block
+    return coefficients, positive_terms, all_terms
+
+
+def _rank_order_block_counts(
+    distances: Tensor, tree_distances: Tensor, candidate: Tensor, levels: Tensor, margin: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Counts for one block of anchor rows; see :func:`rank_order_preservation_loss` Notes.
+
+    ``levels`` holds the sorted distinct tree distances of all candidates.
+    """
+    rows, n = distances.shape
+    device = distances.device
+    n_levels = levels.numel()
+    # Level of each candidate (exact: the values come from `levels`); non-candidates get the
+    # sentinel level L and distance +inf, so they sort last and never satisfy a comparison.
+    level = torch.searchsorted(levels, tree_distances.contiguous())
+    level = torch.where(candidate, level, n_levels)
+    keyed = torch.where(candidate, distances, torch.full_like(distances, math.inf))
+    sorted_distances, order = torch.sort(keyed, dim=1, stable=True)
+    sorted_level = torch.gather(level, 1, order)
+    # below[r, p, l] = number of the first p sorted candidates of row r whose level is < l,
+    # for l = 0..L (column L counts all candidates).
+    level_ids = torch.arange(n_levels + 1, device=device)
+    below = torch.zeros((rows, n + 1, n_levels + 1), dtype=torch.int32, device=device)
+    below[:, 1:] = torch.cumsum(sorted_level[:, :, None] < level_ids, dim=1, dtype=torch.int32)
+    flat_below = below.view(rows, -1)
+    width = n_levels + 1
+
+    # Term (j, k), t_j < t_k, is positive iff d_k < q_j with q_j = d_j + margin (rounded once,
+    # monotone in d_j, so the sorted q are the sorted d plus the margin).
+    thresholds = keyed + margin
+    sorted_thresholds = sorted_distances + margin
+    # closer[j] = #{k : level_k > level_j, d_k < q_j}
+    n_less = torch.searchsorted(sorted_distances, thresholds, side="left")
+    next_level = (level + 1).clamp(max=n_levels)
+    closer = torch.gather(flat_below, 1, n_less * width + n_levels) - torch.gather(
+        flat_below, 1, n_less * width + next_level
+    )
+    # farther[k] = #{j : level_j < level_k, q_j > d_k}
+    n_not_greater = torch.searchsorted(sorted_thresholds, keyed, side="right")
+    own_level = level.clamp(max=n_levels)
+    farther = torch.gather(flat_below, 1, n * width + own_level) - torch.gather(
+        flat_below, 1, n_not_greater * width + own_level
+    )
+    closer = torch.where(candidate, closer, 0).to(torch.int64)
+    farther = torch.where(candidate, farther, 0).to(torch.int64)
+
+    # All terms: pairs of candidates at different levels = (n_c^2 - sum_l n_l^2) / 2.
+    per_level = (below[:, n, 1:] - below[:, n, :-1]).to(torch.int64)
+    n_candidates = per_level.sum(dim=1)
+    all_terms = (n_candidates * n_candidates - (per_level * per_level).sum(dim=1)) // 2
+    return closer - farther, closer.sum(dim=1), all_terms
+
+
+def _lambda_pair_weights(
+    distances: Tensor, tree_distances: Tensor, valid: Tensor | None, k: int
+) -> Tensor:
+    """|dNDCG@k| for every ordered pair (i, j) of valid items with rel_i > rel_j, else 0.
+
+    ``distances`` and ``tree_distances`` (B, n) hold 0 at invalid items. Returns (B, n, n)
+    float64.
+    """
+    batch, n = distances.shape
+    device = distances.device
+    if valid is None:
+        max_tree = tree_distances.amax(dim=1, keepdim=True)
+    else:
+        max_tree = torch.where(valid, tree_distances, -math.inf).amax(dim=1, keepdim=True)
+        max_tree = torch.where(torch.isfinite(max_tree), max_tree, 0.0)  # no valid item
+    relevance = (max_tree - tree_distances + _RELEVANCE_EPS) / (max_tree + _RELEVANCE_EPS)
+    if valid is not None:
+        relevance = torch.where(valid, relevance, 0.0)
+
+    # 1-based positions in the current ranking (decreasing score = increasing distance), stable
+    # on ties; invalid items go last.
+    ranking_key = distances if valid is None else torch.where(valid, distances, math.inf)
+    order = torch.sort(ranking_key, dim=1, stable=True).indices
+    discount_by_position = _discount_table(n, k, device)
+    positions = torch.empty_like(order).scatter_(
+        1, order, _position_table(n, device).expand_as(order)
+    )
+    discount = discount_by_position[positions]
+
+    # Relevances of invalid items are 0 < any valid relevance, so they sort last here.
+    ideal = torch.sort(relevance, dim=1, descending=True).values
+    ideal_dcg = (ideal * discount_by_position).sum(dim=1)
+    ideal_dcg = torch.where(ideal_dcg > 0, ideal_dcg, 1.0)  # only for rows with no valid item
+
+    # relu(r_i - r_j) keeps exactly the pairs with r_i > r_j (|r_i - r_j| there).
+    weights = torch.relu(relevance[:, :, None] - relevance[:, None, :])
+    weights *= (discount[:, :, None] - discount[:, None, :]).abs_()
+    if valid is None:
+        weights /= ideal_dcg[:, None, None]
+    else:
+        scale = valid.to(torch.float64) / ideal_dcg[:, None]
+        weights *= scale[:, :, None] * valid[:, None, :]
+    return weights
+
+
+@functools.lru_cache(maxsize=64)
+def _discount_table(n: int, k: int, device: torch.device) -> Tensor:
+    """1 / log2(p + 1) for positions p = 1..n, 0 beyond the cut-off k (float64, read-only)."""
+    positions = torch.arange(1, n + 1, dtype=torch.float64, device=device)
+    table = 1.0 / torch.log2(positions + 1.0)
+    table[k:] = 0.0
+    return table
+
+
+@functools.lru_cache(maxsize=64)
+def _position_table(n: int, device: torch.device) -> Tensor:
+    return torch.arange(n, device=device)
+
+
+def _check_square_matrix(matrix: object, name: str) -> None:
+    if not isinstance(matrix, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(matrix).__name__}")
+    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
+        raise ValueError(f"{name} must be a square (N, N) matrix, got shape {tuple(matrix.shape)}")
+
+
+def _check_real(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        if isinstance(value, Tensor) and value.numel() == 1:
+            value = value.item()
+        else:
+            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value
