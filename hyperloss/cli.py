@@ -91,6 +91,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return exit_.code if isinstance(exit_.code, int) else 0
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except BrokenPipeError:
+        # Output piped into e.g. `head`, which exited: stop quietly, as Unix tools do.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 141
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as error:
         if _debug():
             raise
@@ -399,8 +404,12 @@ def _load_tree(dataset: str | None, tsv: Path | None) -> Any:
 
     try:
         return Tree.read_tsv(tsv)
-    except ValueError as error:
-        raise CLIError(f"{tsv}: {error}") from None
+    except (ValueError, UnicodeDecodeError) as error:
+        message = str(error)
+        # read_tsv names the file and line for malformed lines; add the file where it did not.
+        if os.fspath(tsv) not in message:
+            message = f"{tsv}: {message}"
+        raise CLIError(message) from None
 
 
 def _load_embedding(directory: Path) -> Any:
