@@ -320,7 +320,7 @@ def lorentz_to_poincare(x: Tensor, *, curvature: float = 1.0) -> Tensor:
     Notes
     -----
     In float64 points beyond radius about ``37 / sqrt(c)`` land on the boundary sphere
-    (``1 - sqrt(c)|p|`` underflows to 0); keep such embeddings in the Lorentz model.
+    (``sqrt(c)|p|`` rounds to 1); keep such embeddings in the Lorentz model.
     """
     c = _check_curvature(curvature)
     x = _check_lorentz_points(x, "x")
@@ -508,7 +508,7 @@ def _point_parts(a: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     of them never underflow to 0 (it only multiplies a zero vector when it is raised).
     """
     norm = torch.linalg.vector_norm(a, dim=-1)
-    time = torch.hypot(torch.ones_like(norm), norm)
+    time = torch.sqrt(1.0 + norm * norm)  # not torch.hypot: see _unit_distance
     sqrt_exp_r = (time + norm).sqrt()
     sqrt_norm = norm.sqrt().clamp_min(math.sqrt(torch.finfo(a.dtype).tiny))
     return norm, time, sqrt_exp_r, sqrt_norm
@@ -548,7 +548,11 @@ def _unit_distance(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     smaller_point = torch.where(a_is_larger.unsqueeze(-1), b, a)
     w_over_sqrt = torch.addcmul(ratio.unsqueeze(-1) * e, coefficient, smaller_point, value=-1.0)
     twice_angular = torch.linalg.vector_norm(w_over_sqrt, dim=-1)
-    distance = 2.0 * torch.asinh(0.5 * torch.hypot(twice_radial, twice_angular))
+    # sqrt(p^2 + q^2) rather than torch.hypot: hypot's vectorized and scalar loops differ in
+    # the last bit, which would make pairwise_distances depend on the chunk size. The squares
+    # stay in range for the supported coordinates (|x_s| sqrt(c) within 1e-150 .. 1e150).
+    half_chord = 0.5 * torch.sqrt(twice_radial * twice_radial + twice_angular * twice_angular)
+    distance = 2.0 * torch.asinh(half_chord)
     return distance, norm_gap
 
 
