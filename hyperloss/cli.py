@@ -152,14 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIR",
         help="output directory (default: runs/<tree>-<dim>d); must not exist unless --force",
     )
-    embed.add_argument("--epochs", type=_int_at_least(0), help="training epochs")
-    embed.add_argument("--lr", type=_positive_float, help="learning rate")
-    embed.add_argument("--batch-size", type=_int_at_least(1), help="anchors per batch")
-    embed.add_argument("--seed", type=_int_at_least(0), help="random seed (default: 0)")
+    embed.add_argument(
+        "--epochs", type=_int_at_least(0), metavar="N", help="training epochs (default: fit's)"
+    )
+    embed.add_argument("--lr", type=_positive_float, help="learning rate (default: fit's)")
+    embed.add_argument(
+        "--batch-size", type=_int_at_least(1), metavar="N", help="anchors per step (default: fit's)"
+    )
+    embed.add_argument(
+        "--seed", type=_int_at_least(0), metavar="N", help="random seed (default: 0)"
+    )
     embed.add_argument(
         "--init",
         choices=("construct", "random"),
-        help="start from the combinatorial construction or from random points near the origin",
+        help=(
+            "start from the combinatorial construction (the default) or from random points "
+            "near the origin"
+        ),
     )
     embed.add_argument(
         "--curvature",
