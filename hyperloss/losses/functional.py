@@ -29,9 +29,6 @@ _LAMBDA_RANK_REDUCTIONS = ("mean", "sum", "none")
 # is 16 MiB, so the working memory of the rank-order loss stays bounded whatever N is.
 _COUNT_TABLE_BUDGET = 2**22
 
-# softplus(x) returns x above this; log1p(exp(-40)) ~ 4e-18 is below the rounding of x.
-_SOFTPLUS_THRESHOLD = 40.0
-
 # Smoothing constant of the relevance grades, as in the research code (users port numbers).
 _RELEVANCE_EPS = 1e-6
 
@@ -214,9 +211,9 @@ def lambda_rank_loss(
       still counts in the mean.
     * Ties in the scores are broken stably: among equal scores, the item earlier in the list
       ranks higher (this only matters for :math:`|\Delta\mathrm{NDCG}|`).
-    * :math:`\log(1 + e^x)` is ``softplus(x)`` with its linear branch above ``x = 40``
-      (where :math:`\log(1 + e^{-x}) < 5 \cdot 10^{-18}`): exact to rounding for any ``x``,
-      with gradient ``sigmoid(x)`` (0.5 at equal scores).
+    * :math:`\log(1 + e^x)` is evaluated as :math:`\max(x, 0) + \log(1 + e^{-|x|})`: exact for
+      any ``x`` (no overflow); its gradient ``sigmoid(x)`` (0.5 at equal scores) is formed in
+      the forward pass, so the backward pass is one product (first derivatives only).
     * The loss is :math:`\ge 0` and decreases as the list becomes correctly ordered. Unlike the
       research code, pairs are not weighted by the probability that they are already ordered.
 
@@ -286,12 +283,7 @@ def lambda_rank_loss(
         return per_anchor if reduction == "none" else per_anchor.sum()
     with torch.no_grad():
         pair_weights = _lambda_pair_weights(embedding_distances, tree_distances, valid, ndcg_k)
-    # With s = -d: -sigma * (s_i - s_j) = sigma * (d_i - d_j).
-    logits = sigma * (embedding_distances[:, :, None] - embedding_distances[:, None, :])
-    # softplus(x) = log(1 + e^x); above the threshold it returns x, and log1p(e^-x) < 5e-18
-    # there, far below the rounding of x: exact in float32 and float64, gradient sigmoid(x).
-    pair_losses = torch.nn.functional.softplus(logits, threshold=_SOFTPLUS_THRESHOLD)
-    per_anchor = (pair_weights.to(logits.dtype) * pair_losses).sum(dim=(1, 2))
+    per_anchor = _LambdaPairLoss.apply(embedding_distances, pair_weights, sigma)
     if reduction == "none":
         return per_anchor
     if reduction == "sum":
@@ -313,12 +305,12 @@ def _rank_order_counts(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Per-entry net hinge coefficients and per-anchor term counts (no autograd).
 
-    Returns ``coefficients`` (N, N) int64 (``c_j - c'_j`` per anchor row), ``positive_terms``
+    Returns ``coefficients`` (N, N) int32 (``c_j - c'_j`` per anchor row), ``positive_terms``
     (N,) and ``all_terms`` (N,) int64.
     """
     n = distances.shape[0]
     device = distances.device
-    coefficients = torch.zeros((n, n), dtype=torch.int64, device=device)
+    coefficients = torch.zeros((n, n), dtype=torch.int32, device=device)
     positive_terms = torch.zeros(n, dtype=torch.int64, device=device)
     all_terms = torch.zeros(n, dtype=torch.int64, device=device)
     if n < 3:
@@ -356,43 +348,56 @@ def _rank_order_block_counts(
     n_levels = levels.numel()
     # Level of each candidate (exact: the values come from `levels`); non-candidates get the
     # sentinel level L and distance +inf, so they sort last and never satisfy a comparison.
-    level = torch.searchsorted(levels, tree_distances.contiguous())
-    level = torch.where(candidate, level, n_levels)
-    keyed = torch.where(candidate, distances, torch.full_like(distances, math.inf))
-    sorted_distances, order = torch.sort(keyed, dim=1, stable=True)
+    level = torch.searchsorted(levels, tree_distances.contiguous()).masked_fill_(
+        ~candidate, n_levels
+    )
+    keyed = distances.masked_fill(~candidate, math.inf)
+    sorted_distances, order = torch.sort(keyed, dim=1)
     sorted_level = torch.gather(level, 1, order)
-    # below[r, p, l] = number of the first p sorted candidates of row r whose level is < l,
-    # for l = 0..L (column L counts all candidates).
+    # below[r, l, p] = number of the first p sorted candidates of row r whose level is < l,
+    # for l = 0..L (row L counts all candidates) and p = 0..N. Layout (rows, L + 1, N + 1) so the
+    # running sum goes along the contiguous dimension.
+    width = n + 1
     level_ids = torch.arange(n_levels + 1, device=device)
-    below = torch.zeros((rows, n + 1, n_levels + 1), dtype=torch.int32, device=device)
-    below[:, 1:] = torch.cumsum(sorted_level[:, :, None] < level_ids, dim=1, dtype=torch.int32)
-    flat_below = below.view(rows, -1)
-    width = n_levels + 1
+    is_below = torch.zeros((rows, n_levels + 1, width), dtype=torch.bool, device=device)
+    is_below[:, :, 1:] = sorted_level[:, None, :] < level_ids[:, None]
+    flat_below = torch.cumsum(is_below, dim=2, dtype=torch.int32).view(rows, -1)
+    del is_below
 
-    # Term (j, k), t_j < t_k, is positive iff d_k < q_j with q_j = d_j + margin (rounded once,
-    # monotone in d_j, so the sorted q are the sorted d plus the margin).
-    thresholds = keyed + margin
+    # Everything below is in sorted order. Term (j, k), t_j < t_k, is positive iff d_k < q_j
+    # with q_j = d_j + margin (rounded once, monotone in d_j, so the sorted q are the sorted d
+    # plus the margin). One stable sort of [sorted q, sorted d] merges them with every q ahead
+    # of an equal d; then the number of d before the q at sorted position p is
+    # #{k : d_k < q_p} = merged position - p, and the number of q before the d at position p
+    # is #{j : q_j <= d_p} = merged position - p.
     sorted_thresholds = sorted_distances + margin
+    sorted_candidate = sorted_level < n_levels
+    merged_order = torch.sort(
+        torch.cat([sorted_thresholds, sorted_distances], dim=1), dim=1, stable=True
+    ).indices
+    merged_position = torch.empty_like(merged_order).scatter_(
+        1, merged_order, torch.arange(2 * n, device=device).expand(rows, -1)
+    )
+    merged_position -= torch.arange(n, device=device).repeat(2)
+    n_less, n_not_greater = merged_position[:, :n], merged_position[:, n:]
     # closer[j] = #{k : level_k > level_j, d_k < q_j}
-    n_less = torch.searchsorted(sorted_distances, thresholds, side="left")
-    next_level = (level + 1).clamp(max=n_levels)
-    closer = torch.gather(flat_below, 1, n_less * width + n_levels) - torch.gather(
-        flat_below, 1, n_less * width + next_level
-    )
+    next_level = (sorted_level + 1).clamp_(max=n_levels)
+    closer = torch.gather(flat_below, 1, n_less + n_levels * width)
+    closer -= torch.gather(flat_below, 1, n_less + next_level * width)
     # farther[k] = #{j : level_j < level_k, q_j > d_k}
-    n_not_greater = torch.searchsorted(sorted_thresholds, keyed, side="right")
-    own_level = level.clamp(max=n_levels)
-    farther = torch.gather(flat_below, 1, n * width + own_level) - torch.gather(
-        flat_below, 1, n_not_greater * width + own_level
-    )
-    closer = torch.where(candidate, closer, 0).to(torch.int64)
-    farther = torch.where(candidate, farther, 0).to(torch.int64)
+    own_level = sorted_level.clamp(max=n_levels) * width
+    farther = torch.gather(flat_below, 1, own_level + n)
+    farther -= torch.gather(flat_below, 1, own_level + n_not_greater)
+    closer.masked_fill_(~sorted_candidate, 0)
+    farther.masked_fill_(~sorted_candidate, 0)
+    net = torch.empty_like(closer).scatter_(1, order, closer - farther)
 
     # All terms: pairs of candidates at different levels = (n_c^2 - sum_l n_l^2) / 2.
-    per_level = (below[:, n, 1:] - below[:, n, :-1]).to(torch.int64)
-    n_candidates = per_level.sum(dim=1)
+    below_all = flat_below.view(rows, n_levels + 1, width)[:, :, n].to(torch.int64)
+    per_level = below_all[:, 1:] - below_all[:, :-1]
+    n_candidates = below_all[:, n_levels]
     all_terms = (n_candidates * n_candidates - (per_level * per_level).sum(dim=1)) // 2
-    return closer - farther, closer.sum(dim=1), all_terms
+    return net, closer.sum(dim=1, dtype=torch.int64), all_terms
 
 
 def _lambda_pair_weights(
@@ -438,6 +443,34 @@ def _lambda_pair_weights(
         scale = valid.to(torch.float64) / ideal_dcg[:, None]
         weights *= scale[:, :, None] * valid[:, None, :]
     return weights
+
+
+class _LambdaPairLoss(torch.autograd.Function):
+    """Per-anchor sum_ij w_ij log(1 + exp(sigma (d_i - d_j))), with its gradient in closed form.
+
+    With s = -d, sigma * (d_i - d_j) = -sigma * (s_i - s_j). The forward pass also forms the
+    lambdas dL/dd (B, n), so the backward pass is one product (and the (B, n, n) intermediates
+    are not kept for it).
+    """
+
+    @staticmethod
+    def forward(ctx, distances: Tensor, weights: Tensor, sigma: float) -> Tensor:
+        weights = weights.to(distances.dtype)
+        logits = sigma * (distances[:, :, None] - distances[:, None, :])
+        # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): exact for every x, no overflow.
+        pair_losses = torch.relu(logits) + torch.log1p(torch.exp(-logits.abs()))
+        per_anchor = (weights * pair_losses).sum(dim=(1, 2))
+        pair_lambdas = weights * torch.sigmoid(logits)  # d/dx log(1 + e^x); 0.5 at x = 0
+        # d/dd_i of sigma * (d_i - d_j) is +sigma; of sigma * (d_j - d_i) (pair (j, i)) -sigma.
+        lambdas = sigma * (pair_lambdas.sum(dim=2) - pair_lambdas.sum(dim=1))
+        ctx.save_for_backward(lambdas)
+        return per_anchor
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_per_anchor: Tensor) -> tuple[Tensor, None, None]:
+        (lambdas,) = ctx.saved_tensors
+        return grad_per_anchor[:, None] * lambdas, None, None
 
 
 @functools.lru_cache(maxsize=64)

@@ -217,10 +217,11 @@ class LambdaRankLoss(nn.Module):
     Notes
     -----
     A negative whose name is unknown is masked; an anchor whose anchor or positive name is
-    unknown is skipped (it is not counted in the mean). ``distance_fn`` is called once, on the
-    valid (anchor, item) pairs stacked as two ``(M, D + 1)`` tensors; masked negatives and
-    skipped anchors never reach it, so padding rows may hold any finite values (even points
-    off the manifold) and get a zero gradient.
+    unknown is skipped (it is not counted in the mean). ``distance_fn`` is called once: as
+    ``distance_fn(anchor_emb[:, None, :], items)`` with ``items`` ``(B, 1 + K, D + 1)`` when
+    every item is valid, else on the valid (anchor, item) pairs only, stacked as two
+    ``(M, D + 1)`` tensors. Masked negatives and skipped anchors never reach it, so padding
+    rows may hold any finite values (even points off the manifold) and get a zero gradient.
     """
 
     tree_distances: Tensor
@@ -302,8 +303,10 @@ class LambdaRankLoss(nn.Module):
         negative_index = _negative_indices(
             negative_codes, self.code_to_idx, batch_size, k_negatives, self.tree_distances
         )
-        known_anchor = (anchor_index >= 0) & (positive_index >= 0)
-        negative_valid = negative_index >= 0
+        item_index = torch.cat([positive_index[:, None], negative_index], dim=1)
+        item_valid = (
+            (item_index >= 0) & (anchor_index >= 0)[:, None] & (positive_index >= 0)[:, None]
+        )
         if mask is not None:
             if not isinstance(mask, Tensor):
                 raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
@@ -312,35 +315,36 @@ class LambdaRankLoss(nn.Module):
                     f"mask must have shape (batch_size, k_negatives) = ({batch_size}, "
                     f"{k_negatives}), got {tuple(mask.shape)}"
                 )
-            negative_valid = negative_valid & mask.to(torch.bool).cpu()
-        item_index = torch.cat([positive_index[:, None], negative_index], dim=1)
-        item_valid = torch.cat([torch.ones(batch_size, 1, dtype=torch.bool), negative_valid], 1)
-        item_valid = item_valid & known_anchor[:, None]
+            item_valid[:, 1:] &= mask.to(device="cpu", dtype=torch.bool)
+        all_valid = bool(item_valid.all())
 
-        # distance_fn sees only the valid (anchor, item) pairs, as two (M, D + 1) tensors:
-        # padded or unknown entries never reach it, so they cannot produce NaN gradients.
         items = torch.cat(
             [positive_emb[:, None, :], negative_embs.reshape(batch_size, k_negatives, -1)], dim=1
         )
-        valid_pairs = item_valid.to(device).nonzero()
-        if valid_pairs.shape[0] == 0:  # every anchor skipped: 0, still attached to the graph
-            return (anchor_emb.sum() + positive_emb.sum() + negative_embs.sum()) * 0.0
-        pair_distances = _call_distance(
-            distance_fn, anchor_emb[valid_pairs[:, 0]], items[valid_pairs[:, 0], valid_pairs[:, 1]]
-        )
-        embedding_distances = pair_distances.new_zeros(item_valid.shape).index_put(
-            (valid_pairs[:, 0], valid_pairs[:, 1]), pair_distances
-        )
+        if all_valid:
+            embedding_distances = _call_broadcast(distance_fn, anchor_emb[:, None, :], items)
+        else:
+            # distance_fn sees only the valid (anchor, item) pairs, as two (M, D + 1) tensors:
+            # padded or unknown entries never reach it, so they cannot produce NaN gradients.
+            valid_pairs = item_valid.to(device).nonzero()
+            if valid_pairs.shape[0] == 0:  # every anchor skipped: 0, still attached to the graph
+                return (anchor_emb.sum() + positive_emb.sum() + negative_embs.sum()) * 0.0
+            rows, columns = valid_pairs[:, 0], valid_pairs[:, 1]
+            pair_distances = _call_paired(distance_fn, anchor_emb[rows], items[rows, columns])
+            embedding_distances = pair_distances.new_zeros(item_valid.shape)
+            embedding_distances = embedding_distances.index_put((rows, columns), pair_distances)
 
         tree_device = self.tree_distances.device
-        tree_rows = self.tree_distances[anchor_index.clamp(min=0).to(tree_device)]
-        tree_distances = torch.gather(tree_rows, 1, item_index.clamp(min=0).to(tree_device))
+        tree_distances = self.tree_distances[
+            anchor_index.clamp(min=0).to(tree_device)[:, None],
+            item_index.clamp(min=0).to(tree_device),
+        ]
         loss = lambda_rank_loss(
             embedding_distances,
             tree_distances.to(device),
             sigma=self.sigma,
             ndcg_k=self.ndcg_k,
-            mask=item_valid.to(device),
+            mask=None if all_valid else item_valid.to(device),
             reduction="mean",
         )
         return self.weight * loss
@@ -368,16 +372,26 @@ def _pairwise(distance_fn: DistanceFn, points: Tensor, chunk_size: int | None) -
     return distances
 
 
-def _call_distance(distance_fn: DistanceFn, x: Tensor, y: Tensor) -> Tensor:
+def _call_paired(distance_fn: DistanceFn, x: Tensor, y: Tensor) -> Tensor:
     """distance_fn(x (M, D+1), y (M, D+1)) -> (M,), checked."""
-    expected = (x.shape[0],)
+    return _call_checked(distance_fn, x, y, (x.shape[0],), _PAIRED_CONTRACT)
+
+
+def _call_broadcast(distance_fn: DistanceFn, x: Tensor, y: Tensor) -> Tensor:
+    """distance_fn(x (B, 1, D+1), y (B, M, D+1)) -> (B, M), checked."""
+    return _call_checked(distance_fn, x, y, (y.shape[0], y.shape[1]), _BROADCAST_CONTRACT)
+
+
+def _call_checked(
+    distance_fn: DistanceFn, x: Tensor, y: Tensor, expected: tuple[int, ...], contract: str
+) -> Tensor:
     try:
         distances = distance_fn(x, y)
     except (RuntimeError, IndexError) as error:
-        raise ValueError(f"{_PAIRED_CONTRACT}; calling it failed: {error}") from error
+        raise ValueError(f"{contract}; calling it failed: {error}") from error
     if not isinstance(distances, Tensor) or distances.shape != expected:
         got = tuple(distances.shape) if isinstance(distances, Tensor) else type(distances).__name__
-        raise ValueError(f"{_PAIRED_CONTRACT}; expected shape {expected}, got {got}")
+        raise ValueError(f"{contract}; expected shape {expected}, got {got}")
     return distances
 
 
@@ -433,10 +447,13 @@ def _codes_to_indices(
         raise TypeError(f"{name} must be a sequence of names or a LongTensor, got {type(codes)}")
     if len(codes) != length:
         raise ValueError(f"{name} must have {length} entries (one per embedding), got {len(codes)}")
-    return torch.tensor(
-        [code_to_idx.get(code if isinstance(code, str) else str(code), -1) for code in codes],
-        dtype=torch.int64,
-    )
+    return torch.tensor(_lookup(codes, code_to_idx), dtype=torch.int64)
+
+
+def _lookup(codes: Sequence[Any], code_to_idx: Mapping[str, int]) -> list[int]:
+    """Tree rows of names (non-str names are coerced with str()), -1 where unknown."""
+    get = code_to_idx.get
+    return [get(code, -1) if type(code) is str else get(str(code), -1) for code in codes]
 
 
 def _negative_indices(
@@ -470,18 +487,15 @@ def _negative_indices(
         raise ValueError(
             f"negative_codes must hold batch_size={batch_size} lists, got {len(negative_codes)}"
         )
-    rows = []
+    flat: list[Any] = []
     for row in negative_codes:
         if isinstance(row, str) or not isinstance(row, Sequence) or len(row) != k_negatives:
             raise ValueError(
                 f"negative_codes must hold lists of k_negatives={k_negatives} names, got {row!r}"
             )
-        rows.append(
-            _codes_to_indices(row, code_to_idx, k_negatives, "negative_codes", tree_distances)
-        )
-    if not rows:
-        return torch.empty((0, k_negatives), dtype=torch.int64)
-    return torch.stack(rows)
+        flat.extend(row)
+    indices = torch.tensor(_lookup(flat, code_to_idx), dtype=torch.int64)
+    return indices.view(batch_size, k_negatives)
 
 
 def _check_points(points: Any, name: str) -> None:
