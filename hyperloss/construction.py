@@ -181,10 +181,11 @@ def construct(
     dim : int, default 2
         Dimension of the hyperbolic space, ``>= 2``; points have ``dim + 1`` coordinates.
     tau : float, optional
-        Hyperbolic length of every edge, ``> 0``. Default: :func:`default_tau`, the largest
+        Hyperbolic length of every edge, ``> 0``. Default: :func:`default_tau`: the largest
         edge length whose distances keep a relative float64 accuracy of
-        :data:`RELATIVE_PRECISION`. An explicit ``tau`` beyond that budget gives a
-        ``RuntimeWarning``.
+        :data:`RELATIVE_PRECISION`, but no longer than needed for a distortion bound of
+        ``1 + DISTORTION_EPSILON``. An explicit ``tau`` beyond the precision budget gives a
+        ``RuntimeWarning`` that names the largest safe value.
     curvature : float, default 1.0
         ``c > 0``; the space has sectional curvature ``-c``. Distances (and ``tau``) are
         measured in that space.
@@ -202,8 +203,9 @@ def construct(
     TypeError
         If ``tree`` is not a :class:`~hyperloss.trees.Tree` or ``dim`` is not an int.
     ValueError
-        If ``dim < 2``, ``tau <= 0`` or not finite, ``curvature <= 0``, or the tree is too deep
-        for float64 (no ``tau`` meets the precision budget; the message says what to change).
+        If ``dim < 2``, ``tau <= 0`` or not finite, ``curvature <= 0``, ``tau * height`` beyond
+        the float64 range (radius 300 in unit curvature), or the tree is too deep for float64
+        (no ``tau`` meets the precision budget; the message says what to change).
 
     Examples
     --------
@@ -241,8 +243,11 @@ def construct(
 def default_tau(tree: Tree, dim: int = 2, *, curvature: float = 1.0) -> float:
     """The edge length :func:`construct` uses when ``tau`` is not given.
 
-    The largest ``tau`` whose predicted relative float64 error of the embedded distances,
-    :func:`relative_error_bound`, is at most :data:`RELATIVE_PRECISION` (``1e-6``).
+    The smaller of the largest ``tau`` whose predicted relative float64 error of the embedded
+    distances, :func:`relative_error_bound`, is at most :data:`RELATIVE_PRECISION` (``1e-6``),
+    and the smallest ``tau >= 1`` whose :func:`distortion_bound` is at most
+    ``1 + DISTORTION_EPSILON`` (Sarkar's requirement; longer edges gain little). Deep trees get
+    the first (NAICS: about 5.0, 4.8, 4.8 in dims 2, 3, 10), shallow ones the second.
 
     Parameters
     ----------
@@ -270,9 +275,11 @@ def default_tau(tree: Tree, dim: int = 2, *, curvature: float = 1.0) -> float:
 def relative_error_bound(tree: Tree, tau: float, dim: int = 2, *, curvature: float = 1.0) -> float:
     """Predicted worst relative float64 error of the distances of ``construct(tree, dim, tau)``.
 
-    ``2 * height * (dim + 1) * eps * e^R / d_min + eps * (4 + cosh R)`` in unit curvature, with
-    ``R = tau * height`` and ``d_min`` the smallest parent-child or sibling distance (module
-    notes). It covers every pair of nodes at distance at least ``d_min``.
+    First-order worst case (module notes, "Precision budget"): the largest over parent-child
+    pairs, sibling pairs and -- when the distortion bound holds -- all pairs of
+    ``eps * (2 (height + 1)(dim + 2) e^G / d + 8)``, with ``G`` the pair's Gromov product at the
+    origin bounded through ``radius <= depth * tau``, and ``d`` its distance. Computed with the
+    tree's smallest edge angle at each depth.
 
     Parameters
     ----------

@@ -104,7 +104,7 @@ def test_naics_children_at_distance_tau(naics_tree, naics_embeddings, dim):
 @pytest.mark.parametrize("dim", DIMS)
 def test_naics_builds_in_under_a_second(naics_tree, dim):
     timings = []
-    for _ in range(2):
+    for _ in range(3):  # best of 3: the machine is shared
         construction._code.cache_clear()  # include the spherical codes
         construction._code_min_angle.cache_clear()
         start = time.perf_counter()
