@@ -25,7 +25,7 @@ __all__ = ["lambda_rank_loss", "rank_order_preservation_loss"]
 _RANK_ORDER_REDUCTIONS = ("violations", "mean", "sum", "none")
 _LAMBDA_RANK_REDUCTIONS = ("mean", "sum", "none")
 
-# Entries of the (rows, N + 1, L + 1) int32 count table built per block of anchors; 2**22 entries
+# Entries of the (rows, L + 1, N + 1) int32 count table built per block of anchors; 2**22 entries
 # is 16 MiB, so the working memory of the rank-order loss stays bounded whatever N is.
 _COUNT_TABLE_BUDGET = 2**22
 
@@ -127,9 +127,9 @@ def rank_order_preservation_loss(
         or chunk_size < 1
     ):
         raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    if not bool(torch.isfinite(embedding_distances).all()):
+    if not _all_finite(embedding_distances.detach()):
         raise ValueError("embedding_distances contains NaN or inf")
-    if not bool(torch.isfinite(tree_distances).all()):
+    if not _all_finite(tree_distances):
         raise ValueError("tree_distances contains NaN or inf")
 
     tree_distances = tree_distances.to(embedding_distances.device)
@@ -316,8 +316,17 @@ def _rank_order_counts(
     if n < 3:
         return coefficients, positive_terms, all_terms
     # Distinct tree distances among the candidates (a handful for a tree): the count table of a
-    # block has (rows, N + 1, L + 1) entries, so the block size follows from L.
-    levels = torch.unique(tree_distances[tree_distances >= min_distance])
+    # block has (rows, L + 1, N + 1) entries, so the block size follows from L. Found per row
+    # block, so no N x N temporary is sorted.
+    level_rows = max(1, _COUNT_TABLE_BUDGET // (8 * n))
+    levels = torch.unique(
+        torch.cat(
+            [
+                torch.unique(block[block >= min_distance])
+                for block in torch.split(tree_distances, level_rows)
+            ]
+        )
+    )
     if levels.numel() < 2:
         return coefficients, positive_terms, all_terms
     if chunk_size is None:
@@ -485,6 +494,18 @@ def _discount_table(n: int, k: int, device: torch.device) -> Tensor:
 @functools.lru_cache(maxsize=64)
 def _position_table(n: int, device: torch.device) -> Tensor:
     return torch.arange(n, device=device)
+
+
+def _all_finite(values: Tensor) -> bool:
+    """Whether every entry is finite, without an N x N temporary (isfinite makes one)."""
+    if not values.is_floating_point():
+        return True
+    # A sum is finite only if every term is (NaN and inf propagate); a non-finite sum of finite
+    # terms (overflow) is settled by the exact check, row block by row block.
+    if bool(torch.isfinite(values.sum())):
+        return True
+    rows = max(1, _COUNT_TABLE_BUDGET // max(1, values.shape[-1]))
+    return all(bool(torch.isfinite(block).all()) for block in torch.split(values, rows))
 
 
 def _check_square_matrix(matrix: object, name: str) -> None:

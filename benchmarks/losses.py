@@ -1,0 +1,280 @@
+"""Benchmark the ranking losses: vectorized vs the plain-loop references, and at scale.
+
+Run from the repository root::
+
+    .venv/bin/python benchmarks/losses.py
+
+One run prints one table. Every time is the median of several forward+backward passes on one
+CPU thread (``torch.set_num_threads(1)``), float64, points on the Lorentz model (dim 2) and
+``distance_fn = hyperloss.geometry.LorentzDistance()``; codes are sampled from NAICS.
+
+* ``module``: the ``nn.Module`` from points and names (distances, tree lookup, loss) + backward.
+* ``loss only``: the functional form on a leaf ``(N, N)`` / ``(B, 1 + K)`` distance tensor
+  + backward.
+* ``loop reference``: ``tests/reference_losses.py`` (the same code the tests hold the losses
+  against: Python loops over anchors, pairs and triples with one torch scalar per term) on the
+  same leaf distance tensor + backward. It gets its distances for free, so the ``module``
+  speed-up is a conservative one.
+* ``peak memory``: peak resident set size during one forward+backward minus the resident set
+  size just before it, in a fresh subprocess per size after a warm-up. The kernel's peak
+  (``VmHWM``) is reset first through ``/proc/self/clear_refs`` and free heap memory is handed
+  back with ``malloc_trim``, so the figure is the pass's own peak; where that reset is not
+  allowed it falls back to the ``resource.getrusage(...).ru_maxrss`` increase (a lower
+  bound). It counts everything torch allocates, which ``tracemalloc`` would not see.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # the plain-loop references live beside the tests
+
+from reference_losses import (  # noqa: E402
+    reference_lambda_rank_loss,
+    reference_rank_order_loss,
+)
+
+from hyperloss.datasets import naics  # noqa: E402
+from hyperloss.geometry import LorentzDistance, expmap0, pairwise_distances  # noqa: E402
+from hyperloss.losses import (  # noqa: E402
+    LambdaRankLoss,
+    RankOrderPreservationLoss,
+    lambda_rank_loss,
+    rank_order_preservation_loss,
+)
+
+RANK_ORDER = dict(weight=0.1, min_distance=0.1, margin=0.1, reduction="violations")
+LAMBDA_RANK = dict(weight=0.15, sigma=1.0, ndcg_k=10)
+
+
+def median_seconds(run: Callable[[], object], repeats: int) -> float:
+    run()  # warm-up (lazy imports, allocator)
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        run()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def random_points(n: int, seed: int) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return expmap0(torch.randn(n, 2, dtype=torch.float64, generator=generator))
+
+
+def rank_order_inputs(n: int, seed: int = 0):
+    tree = naics()
+    generator = torch.Generator().manual_seed(seed)
+    rows = torch.randperm(len(tree), generator=generator)[:n].sort().values
+    codes = [tree.names[i] for i in rows]
+    points = random_points(n, seed).requires_grad_(True)
+    module = RankOrderPreservationLoss.from_tree(tree, **RANK_ORDER)
+    return tree, rows, codes, points, module
+
+
+def backward(loss: torch.Tensor) -> float:
+    loss.backward()
+    return float(loss.detach())
+
+
+def compare_rank_order(n: int, repeats: int, reference_repeats: int) -> dict:
+    tree, rows, codes, points, module = rank_order_inputs(n)
+    distance = LorentzDistance()
+    tree_distances = tree.distances()[rows][:, rows]
+    distances = pairwise_distances(distance, points).detach().requires_grad_(True)
+    options = {key: RANK_ORDER[key] for key in ("min_distance", "margin", "reduction")}
+    weight = RANK_ORDER["weight"]
+
+    def loss_only():
+        return backward(weight * rank_order_preservation_loss(distances, tree_distances, **options))
+
+    def reference():
+        return backward(weight * reference_rank_order_loss(distances, tree_distances, **options))
+
+    values = (backward(module(points, codes, distance)), loss_only(), reference())
+    return dict(
+        case=f"rank-order  N={n}",
+        module=median_seconds(lambda: backward(module(points, codes, distance)), repeats),
+        loss_only=median_seconds(loss_only, repeats),
+        reference=median_seconds(reference, reference_repeats),
+        value_gap=max(abs(v - values[2]) for v in values[:2]),
+    )
+
+
+def compare_lambda_rank(batch: int, k: int, repeats: int, reference_repeats: int) -> dict:
+    tree = naics()
+    generator = torch.Generator().manual_seed(0)
+    n = len(tree)
+    parent = tree.parent
+    anchors = torch.randint(1, n, (batch,), generator=generator)  # any node but the root
+    positives = parent[anchors]
+    negatives = torch.randint(0, n, (batch, k), generator=generator)
+    points = random_points(n, 1)
+    names = tree.names
+    anchor_emb = points[anchors].clone().requires_grad_(True)
+    positive_emb = points[positives].clone().requires_grad_(True)
+    negative_embs = points[negatives.reshape(-1)].clone().requires_grad_(True)
+    codes = (
+        [names[i] for i in anchors],
+        [names[i] for i in positives],
+        [[names[i] for i in row] for row in negatives],
+    )
+    module = LambdaRankLoss.from_tree(tree, **LAMBDA_RANK)
+    distance = LorentzDistance()
+    items = torch.cat([positives[:, None], negatives], dim=1)
+    tree_distances = tree.distances()[anchors[:, None], items]
+    item_points = torch.cat([positive_emb[:, None], negative_embs.view(batch, k, -1)], dim=1)
+    distances = distance(anchor_emb[:, None, :], item_points).detach().requires_grad_(True)
+    options = dict(sigma=LAMBDA_RANK["sigma"], ndcg_k=LAMBDA_RANK["ndcg_k"])
+    weight = LAMBDA_RANK["weight"]
+
+    def run_module():
+        loss = module(anchor_emb, positive_emb, negative_embs, *codes, distance, batch, k)
+        return backward(loss)
+
+    def loss_only():
+        return backward(weight * lambda_rank_loss(distances, tree_distances, **options))
+
+    def reference():
+        return backward(weight * reference_lambda_rank_loss(distances, tree_distances, **options))
+
+    values = (run_module(), loss_only(), reference())
+    return dict(
+        case=f"LambdaRank  B={batch}, K={k}",
+        module=median_seconds(run_module, repeats),
+        loss_only=median_seconds(loss_only, repeats),
+        reference=median_seconds(reference, reference_repeats),
+        value_gap=max(abs(v - values[2]) for v in values[:2]),
+    )
+
+
+def worker_rank_order(n: int, repeats: int) -> dict:
+    """One size in a fresh process: peak RSS increase of one pass, then the median time."""
+    torch.set_num_threads(1)
+    _, _, codes, points, module = rank_order_inputs(n)
+    distance = LorentzDistance()
+    # warm-up on a few rows: lazy imports and first allocations do not count as the loss's
+    backward(module(points[:8], codes[:8], distance))
+    peak_kib, method = peak_memory_kib(lambda: backward(module(points, codes, distance)))
+    seconds = median_seconds(lambda: backward(module(points, codes, distance)), repeats)
+    return dict(
+        case=f"rank-order  N={n}", module=seconds, peak_mib=peak_kib / 1024, memory_method=method
+    )
+
+
+def peak_memory_kib(run: Callable[[], object]) -> tuple[int, str]:
+    """Peak RSS increase of run() in KiB, and how it was measured."""
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # reset VmHWM to the current RSS
+        before = _proc_status_kib("VmRSS")
+        run()
+        return _proc_status_kib("VmHWM") - before, "VmHWM"
+    except OSError:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        run()
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before, "ru_maxrss"
+
+
+def _proc_status_kib(field: str) -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise OSError(f"no {field} in /proc/self/status")
+
+
+def run_worker(n: int, repeats: int) -> dict:
+    command = [sys.executable, __file__, "--worker", str(n), "--repeats", str(repeats)]
+    output = subprocess.run(command, check=True, capture_output=True, text=True, cwd=ROOT)
+    return json.loads(output.stdout.strip().splitlines()[-1])
+
+
+def format_seconds(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.0f} us"
+    if seconds < 1.0:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=30, help="runs per vectorized median")
+    parser.add_argument("--reference-repeats", type=int, default=3, help="runs per loop median")
+    parser.add_argument("--worker", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker is not None:
+        print(json.dumps(worker_rank_order(args.worker, args.repeats)))
+        return
+
+    torch.set_num_threads(1)
+    load = os.getloadavg()[0]
+    rows = [
+        compare_rank_order(32, args.repeats, args.reference_repeats),
+        compare_rank_order(64, args.repeats, args.reference_repeats),
+        compare_lambda_rank(32, 24, args.repeats, args.reference_repeats),
+    ]
+    large = [(256, 10), (1024, 3), (len(naics()), 3)]
+    rows += [run_worker(n, repeats) for n, repeats in large]
+    rows[-1]["case"] += " (all NAICS)"
+    memory_method = "VmHWM" if all(r["memory_method"] == "VmHWM" for r in rows[3:]) else "ru_maxrss"
+    if memory_method == "VmHWM":
+        memory_method = "RSS (VmHWM reset via /proc/self/clear_refs)"
+    else:
+        memory_method = "ru_maxrss increase (lower bound)"
+
+    print(
+        f"hyperloss.losses: forward+backward, median of {args.repeats} runs "
+        f"({args.reference_repeats} for the loop reference, 10/3/3 for N = 256/1,024/2,126); "
+        f"torch {torch.__version__}, 1 thread, float64, {platform.machine()} "
+        f"({os.cpu_count()} cores, load average {load:.1f} at start); "
+        "Lorentz points (dim 2), LorentzDistance; peak memory = "
+        f"{memory_method} peak minus RSS before the pass, fresh subprocess per size"
+    )
+    header = (
+        f"{'case':<32}{'module':>11}{'loss only':>11}{'loop reference':>16}"
+        f"{'speed-up (module)':>19}{'speed-up (loss only)':>22}{'peak memory':>13}"
+    )
+    print(header)
+    print("-" * len(header))
+    gaps = []
+    for row in rows:
+        reference = row.get("reference")
+        module_ratio = f"{reference / row['module']:,.0f}x" if reference else "-"
+        loss_ratio = f"{reference / row['loss_only']:,.0f}x" if reference else "-"
+        peak = f"{row['peak_mib']:,.0f} MiB" if "peak_mib" in row else "-"
+        print(
+            f"{row['case']:<32}{format_seconds(row['module']):>11}"
+            f"{format_seconds(row.get('loss_only')):>11}{format_seconds(reference):>16}"
+            f"{module_ratio:>19}{loss_ratio:>22}{peak:>13}"
+        )
+        if "value_gap" in row:
+            gaps.append(row["value_gap"])
+    print(f"largest |vectorized - reference| loss value in the compared rows: {max(gaps):.1e}")
+
+
+if __name__ == "__main__":
+    main()
