@@ -62,8 +62,9 @@ RANK_ORDER = dict(weight=0.1, min_distance=0.1, margin=0.1, reduction="violation
 LAMBDA_RANK = dict(weight=0.15, sigma=1.0, ndcg_k=10)
 
 
-def median_seconds(run: Callable[[], object], repeats: int) -> float:
-    run()  # warm-up (lazy imports, allocator)
+def median_seconds(run: Callable[[], object], repeats: int, *, warm_up: bool = True) -> float:
+    if warm_up:
+        run()  # lazy imports, allocator
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -106,12 +107,12 @@ def compare_rank_order(n: int, repeats: int, reference_repeats: int) -> dict:
     def reference():
         return backward(weight * reference_rank_order_loss(distances, tree_distances, **options))
 
-    values = (backward(module(points, codes, distance)), loss_only(), reference())
+    values = (backward(module(points, codes, distance)), loss_only(), reference())  # warm-up
     return dict(
         case=f"rank-order  N={n}",
         module=median_seconds(lambda: backward(module(points, codes, distance)), repeats),
         loss_only=median_seconds(loss_only, repeats),
-        reference=median_seconds(reference, reference_repeats),
+        reference=median_seconds(reference, reference_repeats, warm_up=False),
         value_gap=max(abs(v - values[2]) for v in values[:2]),
     )
 
@@ -153,12 +154,12 @@ def compare_lambda_rank(batch: int, k: int, repeats: int, reference_repeats: int
     def reference():
         return backward(weight * reference_lambda_rank_loss(distances, tree_distances, **options))
 
-    values = (run_module(), loss_only(), reference())
+    values = (run_module(), loss_only(), reference())  # also the warm-up
     return dict(
         case=f"LambdaRank  B={batch}, K={k}",
         module=median_seconds(run_module, repeats),
         loss_only=median_seconds(loss_only, repeats),
-        reference=median_seconds(reference, reference_repeats),
+        reference=median_seconds(reference, reference_repeats, warm_up=False),
         value_gap=max(abs(v - values[2]) for v in values[:2]),
     )
 

@@ -67,7 +67,11 @@ def reference_lambda_rank_loss(
     mask: Tensor | None = None,
     reduction: str = "mean",
 ) -> Tensor:
-    """LambdaRank by loops over anchors and ordered pairs of list items."""
+    """LambdaRank by loops over anchors and ordered pairs of list items.
+
+    |dNDCG@k| is found literally: swap the two items in the current ranking and recompute
+    NDCG@k (independent of the closed form the vectorized loss uses).
+    """
     d = embedding_distances
     batch, n = d.shape
 
@@ -87,18 +91,22 @@ def reference_lambda_rank_loss(
         relevance = {j: (max_t - t[j] + 1e-6) / (max_t + 1e-6) for j in items}
         scores = {j: -d[b, j] for j in items}
         ranked = sorted(items, key=lambda j: -scores[j].item())  # stable: list order on ties
-        position = {j: p + 1 for p, j in enumerate(ranked)}
+        position = {j: p for p, j in enumerate(ranked)}
         ideal = sorted(relevance.values(), reverse=True)
         ideal_dcg = sum(r * discount(p + 1) for p, r in enumerate(ideal))
+
+        def ndcg(ranking, relevance=relevance, ideal_dcg=ideal_dcg):
+            return sum(relevance[j] * discount(p + 1) for p, j in enumerate(ranking)) / ideal_dcg
+
+        current_ndcg = ndcg(ranked)
         terms = []
         for i in items:
             for j in items:
                 if relevance[i] > relevance[j]:
-                    delta_ndcg = abs(
-                        (relevance[i] - relevance[j])
-                        * (discount(position[i]) - discount(position[j]))
-                    )
-                    delta_ndcg /= ideal_dcg
+                    # |change in NDCG@k| when i and j swap places in the current ranking
+                    swapped = list(ranked)
+                    swapped[position[i]], swapped[position[j]] = j, i
+                    delta_ndcg = abs(ndcg(swapped) - current_ndcg)
                     pair_loss = torch.log1p(torch.exp(-sigma * (scores[i] - scores[j])))
                     terms.append(delta_ndcg * pair_loss)
         per_anchor.append(torch.stack(terms).sum() if terms else d.new_zeros(()))

@@ -233,6 +233,19 @@ def test_rank_order_rejects_bad_options(kwargs, match):
         rank_order_preservation_loss(random_distances(5, seed=0), t, **kwargs)
 
 
+def test_rank_order_accepts_huge_finite_distances():
+    # The finiteness check sums first; an overflowing sum of finite entries must not be
+    # mistaken for a NaN / inf.
+    t = random_tree(6, seed=0).distances()
+    d = random_distances(6, seed=0) * 1e307
+    loss = rank_order_preservation_loss(d, t, reduction="none")
+    assert loss.shape == (6,)
+    bad = d.clone()
+    bad[0, 1] = float("inf")
+    with pytest.raises(ValueError, match="embedding_distances"):
+        rank_order_preservation_loss(bad, t)
+
+
 def test_rank_order_rejects_bad_tensors():
     t = random_tree(5, seed=0).distances()
     d = random_distances(5, seed=0)
