@@ -465,6 +465,47 @@ def test_rank_order_module_coincident_points_float32_and_naics_scale():
     assert loss32.dtype == torch.float32 and bool(torch.isfinite(points32.grad).all())
 
 
+def test_modules_gradcheck_through_lorentz_distance():
+    tree = random_tree(9, seed=6)
+    rank_order = RankOrderPreservationLoss.from_tree(tree, weight=1.0, reduction="mean")
+    points = lorentz_points(9, 2, seed=2).requires_grad_(True)
+    assert torch.autograd.gradcheck(
+        lambda x: rank_order(x, tree.names, LorentzDistance()), (points,), eps=1e-6, atol=1e-7
+    )
+    lambda_rank = LambdaRankLoss.from_tree(tree, ndcg_k=3)
+    # distinct points in every (anchor, item) pair: the distance is smooth there
+    names = tree.names
+    anchors = [3, 5, 8]
+    positives = [int(tree.parent[i]) for i in anchors]
+    negatives = [
+        [j for j in range(9) if j not in (a, p)][:4]
+        for a, p in zip(anchors, positives, strict=True)
+    ]
+    batch = {
+        "anchor_emb": points.detach()[anchors],
+        "positive_emb": points.detach()[positives],
+        "negative_embs": points.detach()[[j for row in negatives for j in row]],
+    }
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    mask[0, 1] = False  # the masked (pairwise) path
+    codes = (
+        [names[i] for i in anchors],
+        [names[i] for i in positives],
+        [[names[j] for j in row] for row in negatives],
+    )
+    for m in (None, mask):
+        embs = tuple(
+            batch[key].clone().requires_grad_(True)
+            for key in ("anchor_emb", "positive_emb", "negative_embs")
+        )
+        assert torch.autograd.gradcheck(
+            lambda a, p, n, m=m: lambda_rank(a, p, n, *codes, LorentzDistance(), 3, 4, mask=m),
+            embs,
+            eps=1e-6,
+            atol=1e-7,
+        )
+
+
 def test_rank_order_module_rejects_bad_inputs():
     tree = random_tree(6, seed=0)
     loss_fn = RankOrderPreservationLoss.from_tree(tree)
