@@ -307,37 +307,41 @@ def test_spearman_ceiling_of_naics_path_lengths():
 # ----------------------------------------------------------------------------- code paths
 
 
-def test_many_rank_ranges_and_a_missed_median_bracket(monkeypatch):
-    # Tiny ranges force the multi-range Spearman; a tiny, biased sample forces the median
-    # search to widen its bracket.
+@pytest.mark.parametrize("sample_pairs", [3, 1000])
+def test_many_rank_ranges_and_a_tiny_sample(monkeypatch, sample_pairs):
+    # Tiny ranges force the multi-range Spearman (one pass per range); a tiny sample makes
+    # unbalanced ranges and a loose median bracket.
     t, _ = _tree_matrices(70, 2)
     e = _embedding(t, "tied_points", 3) + 0.1 * np.triu(np.ones_like(t), 1)
     e = np.triu(e, 1) + np.triu(e, 1).T
     expected_rho = scipy.stats.spearmanr(*_pairs(e, t)).statistic
     expected = oracle_distortion(e, t)
     monkeypatch.setattr(metrics_module, "_RANK_RANGE_PAIRS", 97)
-    monkeypatch.setattr(metrics_module, "_SAMPLE_PAIRS", 3)
+    monkeypatch.setattr(metrics_module, "_SAMPLE_PAIRS", sample_pairs)
     assert spearman(e, t) == pytest.approx(expected_rho, abs=1e-10)
     assert distortion(e, t)["median"] == pytest.approx(expected["median"], rel=1e-12)
 
 
-@pytest.mark.parametrize("side", ["low", "high", "both", "all_tied"])
+@pytest.mark.parametrize("side", ["low", "high", "exact", "at_max", "all_tied", "empty"])
 def test_median_search_recovers_from_any_bracket(side):
     rng = np.random.default_rng(5)
-    values = rng.normal(size=1001) if side != "all_tied" else np.full(1000, 2.5)
+    values = rng.normal(size=5001) if side != "all_tied" else np.full(5000, 2.5)
+    ordered = np.sort(values)
     sample = {
-        "low": np.sort(values)[:50],
-        "high": np.sort(values)[-50:],
-        "both": np.array([np.median(values)] * 3),
-        "all_tied": np.full(20, 2.5),
+        "low": ordered[:400],  # the bracket lies below the median: widened upwards
+        "high": ordered[-400:],  # above: widened downwards
+        "exact": np.full(400, np.median(values)),
+        "at_max": np.full(400, ordered[-1]),
+        "all_tied": np.full(400, 2.5),
+        "empty": np.zeros(0),
     }[side]
-    search = metrics_module._MedianSearch(sample, values.size)
-    for _ in range(4):
-        if search.done:
-            break
+    search = metrics_module._MedianSearch(sample)
+    for _ in range(3):
         for block in np.array_split(values, 7):
             search.add(block)
-        search.finish_pass()
+        search.finish_pass(values.size)
+        if search.done:
+            break
     assert search.done
     assert search.value == np.median(values)
 
@@ -665,3 +669,22 @@ BAD_INPUTS = [
 def test_bad_input_raises_naming_the_argument(call, error, match):
     with pytest.raises(error, match=match):
         call()
+
+
+@pytest.mark.parametrize("flavour", ["negative", "signed_zero", "huge_span", "float32_negative"])
+def test_spearman_sort_paths(flavour):
+    # Non-negative values take the packed integer sort; these take the argsort fallback or
+    # check that -0.0 and 0.0 tie.
+    t, _ = _tree_matrices(40, 13)
+    rng = np.random.default_rng(13)
+    e = _embedding(t, "tied_points", 13)
+    if flavour == "negative":
+        e = e - 2.0
+    elif flavour == "signed_zero":
+        e = np.where(rng.random(e.shape) < 0.3, rng.choice([0.0, -0.0], size=e.shape), e)
+    elif flavour == "huge_span":
+        e = 10.0 ** rng.uniform(-300, 300, size=e.shape)
+    else:
+        e = (e - 1.5).astype(np.float32)
+    expected = scipy.stats.spearmanr(*_pairs(np.asarray(e, dtype=np.float64), t)).statistic
+    assert spearman(e, t) == pytest.approx(expected, abs=1e-10)
