@@ -6,7 +6,9 @@ Run from the repository root::
 
 One run prints one table. Every time is the median of several forward+backward passes on one
 CPU thread (``torch.set_num_threads(1)``), float64, points on the Lorentz model (dim 2) and
-``distance_fn = hyperloss.geometry.LorentzDistance()``; codes are sampled from NAICS.
+``distance_fn = hyperloss.geometry.LorentzDistance()``; codes are sampled from NAICS (the
+rank-order rows uniformly; the LambdaRank lists by ``hyperloss.sampling.ListSampler`` with the
+defaults that ``fit`` uses).
 
 * ``module``: the ``nn.Module`` from points and names (distances, tree lookup, loss) + backward.
 * ``loss only``: the functional form on a leaf ``(N, N)`` / ``(B, 1 + K)`` distance tensor
@@ -57,6 +59,7 @@ from hyperloss.losses import (  # noqa: E402
     lambda_rank_loss,
     rank_order_preservation_loss,
 )
+from hyperloss.sampling import ListSampler  # noqa: E402
 
 RANK_ORDER = dict(weight=0.1, min_distance=0.1, margin=0.1, reduction="violations")
 LAMBDA_RANK = dict(weight=0.15, sigma=1.0, ndcg_k=10)
@@ -119,12 +122,11 @@ def compare_rank_order(n: int, repeats: int, reference_repeats: int) -> dict:
 
 def compare_lambda_rank(batch: int, k: int, repeats: int, reference_repeats: int) -> dict:
     tree = naics()
-    generator = torch.Generator().manual_seed(0)
     n = len(tree)
-    parent = tree.parent
-    anchors = torch.randint(1, n, (batch,), generator=generator)  # any node but the root
-    positives = parent[anchors]
-    negatives = torch.randint(0, n, (batch, k), generator=generator)
+    # The lists training feeds the loss: ListSampler with fit()'s defaults (positive within
+    # tree distance 2, tree-distance-aware negatives at temperature 1).
+    lists = ListSampler.from_tree(tree, k_negatives=k, seed=0).sample_random(batch)
+    anchors, positives, negatives = lists.anchor, lists.positive, lists.negatives
     points = random_points(n, 1)
     names = tree.names
     anchor_emb = points[anchors].clone().requires_grad_(True)

@@ -282,8 +282,10 @@ def lambda_rank_loss(
         per_anchor = embedding_distances.sum(dim=1)
         return per_anchor if reduction == "none" else per_anchor.sum()
     with torch.no_grad():
-        pair_weights = _lambda_pair_weights(embedding_distances, tree_distances, valid, ndcg_k)
-    per_anchor = _LambdaPairLoss.apply(embedding_distances, pair_weights, sigma)
+        pair_weights, row_scale = _lambda_pair_weights(
+            embedding_distances, tree_distances, valid, ndcg_k
+        )
+    per_anchor = _LambdaPairLoss.apply(embedding_distances, pair_weights, row_scale, sigma)
     if reduction == "none":
         return per_anchor
     if reduction == "sum":
@@ -411,11 +413,12 @@ def _rank_order_block_counts(
 
 def _lambda_pair_weights(
     distances: Tensor, tree_distances: Tensor, valid: Tensor | None, k: int
-) -> Tensor:
+) -> tuple[Tensor, Tensor]:
     """|dNDCG@k| for every ordered pair (i, j) of valid items with rel_i > rel_j, else 0.
 
-    ``distances`` and ``tree_distances`` (B, n) hold 0 at invalid items. Returns (B, n, n)
-    float64.
+    ``distances`` and ``tree_distances`` (B, n) hold 0 at invalid items. Returns the
+    |dDCG@k| (B, n, n) and 1 / IDCG@k (B,), float64: |dNDCG@k| is their product (the row
+    factor is applied to the (B,) sums, not to every pair).
     """
     batch, n = distances.shape
     device = distances.device
@@ -441,17 +444,15 @@ def _lambda_pair_weights(
     # Relevances of invalid items are 0 < any valid relevance, so they sort last here.
     ideal = torch.sort(relevance, dim=1, descending=True).values
     ideal_dcg = (ideal * discount_by_position).sum(dim=1)
-    ideal_dcg = torch.where(ideal_dcg > 0, ideal_dcg, 1.0)  # only for rows with no valid item
+    if valid is not None:  # a row with no valid item has IDCG 0 (and no pair)
+        ideal_dcg = torch.where(ideal_dcg > 0, ideal_dcg, 1.0)
 
     # relu(r_i - r_j) keeps exactly the pairs with r_i > r_j (|r_i - r_j| there).
-    weights = torch.relu(relevance[:, :, None] - relevance[:, None, :])
+    weights = torch.relu_(relevance[:, :, None] - relevance[:, None, :])
     weights *= (discount[:, :, None] - discount[:, None, :]).abs_()
-    if valid is None:
-        weights /= ideal_dcg[:, None, None]
-    else:
-        scale = valid.to(torch.float64) / ideal_dcg[:, None]
-        weights *= scale[:, :, None] * valid[:, None, :]
-    return weights
+    if valid is not None:
+        weights *= valid[:, :, None] & valid[:, None, :]
+    return weights, 1.0 / ideal_dcg
 
 
 class _LambdaPairLoss(torch.autograd.Function):
@@ -463,23 +464,27 @@ class _LambdaPairLoss(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, distances: Tensor, weights: Tensor, sigma: float) -> Tensor:
-        weights = weights.to(distances.dtype)
-        logits = sigma * (distances[:, :, None] - distances[:, None, :])
+    def forward(ctx, distances: Tensor, weights: Tensor, row_scale: Tensor, sigma: float) -> Tensor:
+        batch, n = distances.shape
+        weights = weights.to(distances.dtype).view(batch, -1)
+        row_scale = row_scale.to(distances.dtype)
+        scaled = sigma * distances
+        logits = (scaled[:, :, None] - scaled[:, None, :]).view(batch, -1)
         # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): exact for every x, no overflow.
         pair_losses = torch.relu(logits) + torch.log1p(torch.exp(-logits.abs()))
-        per_anchor = (weights * pair_losses).sum(dim=(1, 2))
-        pair_lambdas = weights * torch.sigmoid(logits)  # d/dx log(1 + e^x); 0.5 at x = 0
-        # d/dd_i of sigma * (d_i - d_j) is +sigma; of sigma * (d_j - d_i) (pair (j, i)) -sigma.
-        lambdas = sigma * (pair_lambdas.sum(dim=2) - pair_lambdas.sum(dim=1))
+        per_anchor = torch.linalg.vecdot(weights, pair_losses) * row_scale
+        # d/dx log(1 + e^x) = sigmoid(x), 0.5 at x = 0; d/dd_i of sigma * (d_i - d_j) is +sigma
+        # and of sigma * (d_j - d_i) (pair (j, i)) -sigma.
+        pair_lambdas = (weights * torch.sigmoid(logits)).view(batch, n, n)
+        lambdas = (pair_lambdas.sum(dim=2) - pair_lambdas.sum(dim=1)) * (sigma * row_scale)[:, None]
         ctx.save_for_backward(lambdas)
         return per_anchor
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_per_anchor: Tensor) -> tuple[Tensor, None, None]:
+    def backward(ctx, grad_per_anchor: Tensor) -> tuple[Tensor, None, None, None]:
         (lambdas,) = ctx.saved_tensors
-        return grad_per_anchor[:, None] * lambdas, None, None
+        return grad_per_anchor[:, None] * lambdas, None, None, None
 
 
 @functools.lru_cache(maxsize=64)
