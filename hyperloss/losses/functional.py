@@ -83,18 +83,20 @@ def rank_order_preservation_loss(
     -----
     No Python loop runs over anchors, pairs or triples. For a fixed anchor the candidates
     are sorted by :math:`d`; with :math:`q_j = d_{ij} + \text{margin}`, the term for
-    :math:`(j, k)` is positive exactly when :math:`d_{ik} < q_j` (a term equal to 0 counts as
-    not positive, and gets gradient 0, as ``torch.relu`` does). Cumulative counts of the
-    sorted candidates per tree-distance level give, for every candidate, the number
-    :math:`c_j` of positive terms where it is the closer element and the number :math:`c'_j`
-    where it is the farther one. Then the per-anchor sum is exactly
+    :math:`(j, k)` is positive exactly when :math:`d_{ik} < q_j`. A term equal to 0 counts as
+    not positive and gets gradient 0, as ``torch.relu`` does; with ``margin > 0`` this test and
+    ``d_ij - d_ik + margin > 0`` can disagree only within one rounding of the sum. Cumulative
+    counts of the sorted candidates per tree-distance level give, for every candidate, the
+    number :math:`c_j` of positive terms where it is the closer element and the number
+    :math:`c'_j` where it is the farther one. Then the per-anchor sum is exactly
 
     .. math:: \sum_j (c_j - c'_j)\, d_{ij} + \text{margin} \cdot \sum_j c_j,
 
     with the counts held constant, so autograd returns the exact (sub)gradient:
     each positive term adds +1 to :math:`d_{ij}` and -1 to :math:`d_{ik}`. The cost is
-    :math:`O(N \log N + N L)` per anchor, :math:`L` the number of distinct tree distances in
-    the block (a handful for a tree), and the memory is bounded by ``chunk_size``.
+    :math:`O(N \log N + N L)` per anchor, :math:`L` the number of distinct tree distances among
+    the candidates (a handful for a tree); beyond the ``(N, N)`` inputs and the count matrix,
+    the memory is bounded by ``chunk_size``.
 
     Examples
     --------
@@ -247,10 +249,11 @@ def lambda_rank_loss(
     sigma = _check_real(sigma, "sigma")
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    if isinstance(ndcg_k, bool) or not isinstance(ndcg_k, int):
+    if isinstance(ndcg_k, bool) or not isinstance(ndcg_k, numbers.Integral):
         raise TypeError(f"ndcg_k must be an int, got {type(ndcg_k).__name__}")
     if ndcg_k < 1:
         raise ValueError(f"ndcg_k must be >= 1, got {ndcg_k}")
+    ndcg_k = int(ndcg_k)
     if reduction not in _LAMBDA_RANK_REDUCTIONS:
         raise ValueError(f"reduction must be one of {_LAMBDA_RANK_REDUCTIONS}, got {reduction!r}")
     device = embedding_distances.device
