@@ -168,10 +168,10 @@ def test_rank_order_small_and_degenerate_inputs_are_zero():
     # all candidates at one tree distance: no term at all
     t_equal = torch.ones(5, 5, dtype=F64).fill_diagonal_(0.0)
     loss = rank_order_preservation_loss(torch.rand(5, 5, dtype=F64), t_equal)
-    assert float(loss) == 0.0
+    assert loss.item() == 0.0
     # min_distance above every tree distance: no candidate
     loss = rank_order_preservation_loss(torch.rand(5, 5, dtype=F64), 3 * t_equal, min_distance=4)
-    assert float(loss) == 0.0
+    assert loss.item() == 0.0
     empty = torch.zeros(0, 0, dtype=F64)
     assert rank_order_preservation_loss(empty, empty, reduction="none").shape == (0,)
 
@@ -331,7 +331,7 @@ def test_lambda_rank_ties_equal_relevance_and_extreme_scores():
     far = torch.tensor([[2000.0, 0.0, 1000.0]], dtype=F64, requires_grad=True)
     loss = lambda_rank_loss(far, torch.tensor([[1.0, 2.0, 3.0]], dtype=F64))
     loss.backward()
-    assert math.isfinite(float(loss)) and float(loss) > 100
+    assert math.isfinite(loss.item()) and loss.item() > 100
     assert bool(torch.isfinite(far.grad).all())
 
 
@@ -444,7 +444,7 @@ def test_rank_order_module_index_input_none_reduction_and_small_inputs():
     few = points[:4].clone().requires_grad_(True)
     loss = default(few, [tree.names[1], "x", tree.names[2], "y"], LorentzDistance())
     loss.backward()
-    assert float(loss) == 0.0 and float(few.grad.abs().sum()) == 0.0
+    assert loss.item() == 0.0 and float(few.grad.abs().sum()) == 0.0
 
 
 def test_rank_order_module_coincident_points_float32_and_naics_scale():
@@ -456,7 +456,7 @@ def test_rank_order_module_coincident_points_float32_and_naics_scale():
     points.requires_grad_(True)
     loss = loss_fn(points, tree.names, LorentzDistance())
     loss.backward()
-    assert float(loss) > 0 and bool(torch.isfinite(points.grad).all())
+    assert loss.item() > 0 and bool(torch.isfinite(points.grad).all())
     # float32 points and distances
     small = random_tree(30, seed=0)
     points32 = lorentz_points(30, 2, seed=5).float().requires_grad_(True)
@@ -634,7 +634,7 @@ def test_lambda_rank_module_index_inputs_padding_and_coincident_points():
                    anchor_index, positive_index, negative_index, geoopt.Lorentz().dist, 5, 4,
                    mask=mask)  # fmt: skip
     loss.backward()
-    assert math.isfinite(float(loss)) and float(negative_embs.grad[4:8].abs().sum()) == 0.0
+    assert math.isfinite(loss.item()) and float(negative_embs.grad[4:8].abs().sum()) == 0.0
     # every point at one place: finite gradients with LorentzDistance
     same = lorentz_points(1, 2, seed=0).expand(5, 3)
     anchor = same.clone().requires_grad_(True)
@@ -642,12 +642,12 @@ def test_lambda_rank_module_index_inputs_padding_and_coincident_points():
     loss = loss_fn(anchor, same, negatives, anchor_index, positive_index, negative_index,
                    LorentzDistance(), 5, 4)  # fmt: skip
     loss.backward()
-    assert float(loss) > 0
+    assert loss.item() > 0
     assert bool(torch.isfinite(anchor.grad).all() and torch.isfinite(negatives.grad).all())
     # float32
     embs32 = [e.float() for e in embs]
     loss32 = loss_fn(*embs32, anchor_index, positive_index, negative_index, euclidean, 5, 4)
-    assert loss32.dtype == torch.float32 and math.isfinite(float(loss32))
+    assert loss32.dtype == torch.float32 and math.isfinite(loss32.item())
 
 
 def test_lambda_rank_module_rejects_bad_inputs():
