@@ -27,10 +27,11 @@ and a tie in embedding distance enters a precision-recall curve as one threshold
 Memory
 ------
 Nothing ``N x N`` is created beyond the inputs and one compact code matrix of the tree distances
-(1 or 2 bytes per entry). Per-anchor metrics sort blocks of ``chunk_size`` anchor rows; global
-metrics stream the upper triangle in row blocks and rank the embedding distances in value ranges
-of at most ``2**25`` pairs. A 20,000-node :func:`evaluate` holds the float64 distance matrix
-(3.2 GB) plus about 1 GB.
+(1 or 2 bytes per entry; 8 only for a matrix with more than 65,536 distinct values). Per-anchor
+metrics sort blocks of ``chunk_size`` anchor rows; global metrics stream the upper triangle in
+row blocks and rank the embedding distances in value ranges of about ``2**25`` pairs. A
+20,000-node :func:`evaluate` (``benchmarks/evaluate_large.py``) peaks at 4.5 GiB resident, of
+which 3.0 GiB is the float64 distance matrix, and takes about 95 s on one core.
 """
 
 from __future__ import annotations
@@ -496,9 +497,10 @@ def evaluate(
     (row blocks; symmetric with an exact zero diagonal), the tree distances with
     ``tree.distances()`` (stored as 1-byte codes) and the relevance with ``tree.closure()``,
     then computes :func:`spearman`, :func:`spearman_ceiling`, :func:`cophenetic_correlation`
-    and :func:`distortion` in two streaming passes over the pairs, and
-    :func:`per_anchor_spearman`, :func:`ndcg_at_k` (linear gain), :func:`mean_average_precision`
-    and :func:`mean_rank` from one sort of each anchor row. ``min_distance`` is 0 throughout.
+    and :func:`distortion` in one streaming pass over the pairs (plus one per further
+    ``2**25`` pairs, for Spearman's ranks), and :func:`per_anchor_spearman`, :func:`ndcg_at_k`
+    (linear gain), :func:`mean_average_precision` and :func:`mean_rank` from one sort of each
+    anchor row. ``min_distance`` is 0 throughout.
 
     Parameters
     ----------
@@ -522,7 +524,8 @@ def evaluate(
     Notes
     -----
     Peak memory is about ``8 N^2`` bytes (the float64 distance matrix) plus ``2 N^2`` (tree
-    codes and closure) plus fixed-size blocks; a 20,000-node tree needs about 4.5 GB.
+    codes, then the closure) plus blocks of bounded size: 4.5 GiB resident in all for a
+    20,000-node tree (``benchmarks/evaluate_large.py``: about 95 s on one core).
     """
     ks, _ = _check_ks(k)
     chunk_size = _check_chunk_size(chunk_size)
@@ -536,12 +539,12 @@ def evaluate(
     point_tensor = _check_points(points, n_nodes)
 
     tree_codes = _tree_codes(tree, chunk_size)
-    relevance = _as_numpy(tree.closure(), "tree.closure()").astype(bool, copy=False)
     embedding = _embedding_distances(point_tensor, distance_fn, chunk_size)
-
     pairs = _pair_statistics(
         embedding, tree_codes, 0.0, spearman=True, ceiling=True, cophenetic=True, distortion=True
     )
+    # The closure is only needed now: building it later keeps it out of the peak above.
+    relevance = _as_numpy(tree.closure(), "tree.closure()").astype(bool, copy=False)
     anchors = _scan_anchors(
         embedding,
         tree=tree_codes,
@@ -1144,20 +1147,11 @@ class _RangeRanker:
         keys, codes = _sort_carrying_codes(distances, codes)
         del distances
         n_range = keys.size
-        changes = keys[1:] != keys[:-1]
+        # 1-based rank = position + 1, then centred; tie runs get their average below.
+        centred_rank = np.arange(n_range, dtype=np.float64)
+        centred_rank += self.pairs_below + 1 - (n_pairs + 1) / 2.0
+        _average_tie_runs(centred_rank, keys[1:] == keys[:-1])
         del keys
-        offset = self.pairs_below + 1 - (n_pairs + 1) / 2.0  # ranks are 1-based, then centred
-        if changes.all():  # no ties: the rank is the position
-            centred_rank = np.arange(n_range, dtype=np.float64)
-            centred_rank += offset
-        else:
-            # A tie run of length L starting at 0-based position s has average rank
-            # s + (L + 1) / 2 (before the offset of earlier ranges).
-            run_first = np.flatnonzero(np.concatenate(([True], changes)))
-            run_length = np.diff(run_first, append=n_range)
-            centred_rank = np.repeat(run_first + (run_length - 1) / 2.0 + offset, run_length)
-            del run_first, run_length
-        del changes
         self.rank_square_sum += float(np.dot(centred_rank, centred_rank))
         self.rank_sum_per_code += np.bincount(codes, weights=centred_rank, minlength=self.n_values)
         self.pairs_below += n_range
@@ -1172,6 +1166,26 @@ class _RangeRanker:
         if denominator <= 0:
             return math.nan
         return float(np.dot(tree_rank, self.rank_sum_per_code)) / denominator
+
+
+def _average_tie_runs(ranks: np.ndarray, equal_next: np.ndarray) -> None:
+    """Replace, in place, the ranks of each run of equal sorted values by their mean.
+
+    ``equal_next[p]`` says that sorted values ``p`` and ``p + 1`` are equal. Work and memory
+    are proportional to the number of tied values, not to ``ranks.size``.
+    """
+    if not equal_next.any():
+        return
+    # Edges of the runs of True in equal_next: a run covering equal_next[s:e] ties the values
+    # s..e (inclusive).
+    edges = np.flatnonzero(np.diff(equal_next, prepend=False, append=False))
+    run_first, run_last = edges[0::2], edges[1::2]
+    run_length = run_last - run_first + 1
+    run_mean = (ranks[run_first] + ranks[run_last]) / 2.0  # ranks are consecutive in a run
+    offsets = np.arange(int(run_length.sum())) - np.repeat(
+        np.cumsum(run_length) - run_length, run_length
+    )
+    ranks[np.repeat(run_first, run_length) + offsets] = np.repeat(run_mean, run_length)
 
 
 def _sort_carrying_codes(values: np.ndarray, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -688,3 +688,12 @@ def test_spearman_sort_paths(flavour):
         e = (e - 1.5).astype(np.float32)
     expected = scipy.stats.spearmanr(*_pairs(np.asarray(e, dtype=np.float64), t)).statistic
     assert spearman(e, t) == pytest.approx(expected, abs=1e-10)
+
+
+def test_average_tie_runs_matches_rankdata():
+    rng = np.random.default_rng(21)
+    for values in (rng.integers(0, 5, 200), rng.integers(0, 1000, 200), np.zeros(7), [1.0]):
+        ordered = np.sort(np.asarray(values, dtype=float))
+        ranks = np.arange(1, ordered.size + 1, dtype=float)
+        metrics_module._average_tie_runs(ranks, ordered[1:] == ordered[:-1])
+        np.testing.assert_array_equal(ranks, scipy.stats.rankdata(ordered))
