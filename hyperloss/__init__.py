@@ -19,8 +19,24 @@ from hyperloss.geometry import (
     pairwise_distances,
     poincare_to_lorentz,
 )
-from hyperloss.losses import LambdaRankLoss, RankOrderPreservationLoss
-from hyperloss.metrics import FidelityReport, evaluate
+from hyperloss.losses import (
+    LambdaRankLoss,
+    RankOrderPreservationLoss,
+    lambda_rank_loss,
+    rank_order_preservation_loss,
+)
+from hyperloss.metrics import (
+    FidelityReport,
+    cophenetic_correlation,
+    distortion,
+    evaluate,
+    mean_average_precision,
+    mean_rank,
+    ndcg_at_k,
+    per_anchor_spearman,
+    spearman,
+    spearman_ceiling,
+)
 from hyperloss.trees import Tree, UnknownNodeError
 
 __version__ = "0.1.0"
@@ -35,15 +51,25 @@ __all__ = [
     "UnknownNodeError",
     "balanced_tree",
     "construct",
+    "cophenetic_correlation",
+    "distortion",
     "evaluate",
     "expmap0",
     "hyperbolic_radius",
+    "lambda_rank_loss",
     "logmap0",
     "lorentz",
     "lorentz_distance",
     "lorentz_to_poincare",
+    "mean_average_precision",
+    "mean_rank",
     "naics",
+    "ndcg_at_k",
     "pairwise_distances",
+    "per_anchor_spearman",
     "poincare_to_lorentz",
     "random_tree",
+    "rank_order_preservation_loss",
+    "spearman",
+    "spearman_ceiling",
 ]
