@@ -1,0 +1,955 @@
+"""Fit a hyperbolic embedding of a tree with the ranking losses.
+
+:func:`fit` is the one-call entry point: it places the nodes (``init``), then minimises a
+weighted sum of :class:`~hyperloss.losses.RankOrderPreservationLoss` over random blocks of nodes
+and :class:`~hyperloss.losses.LambdaRankLoss` over sampled ranking lists, with a Riemannian Adam
+step, and returns an :class:`~hyperloss.embedding.Embedding`.
+
+See the docstring of :func:`fit` for the default objective, the schedule and the evidence
+behind them.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import geoopt
+import torch
+from torch import Tensor, nn
+
+from hyperloss.embedding import Embedding
+from hyperloss.geometry import LorentzDistance, expmap0, logmap0, pairwise_distances
+from hyperloss.losses import LambdaRankLoss, RankOrderPreservationLoss
+from hyperloss.sampling import NEGATIVE_STRATEGIES, ListSampler
+
+__all__ = ["FitState", "GlobalRankLoss", "TangentRiemannianAdam", "default_losses", "fit"]
+
+CHECKPOINT_VERSION = 1
+INITS = ("construct", "random")
+PARAMETRIZATIONS = ("tangent", "lorentz")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass
+class FitState:
+    """What a callback sees at the end of every epoch.
+
+    Attributes
+    ----------
+    epoch : int
+        Epochs completed (1-based).
+    epochs : int
+        Total epochs requested.
+    loss : float
+        Mean training loss over the epoch's steps.
+    metrics : dict
+        The latest monitoring metrics (``"spearman"``, ``"ndcg@10"``, ...) and the epoch they
+        were measured at (``"epoch"``); empty before the first evaluation.
+    history : list of dict
+        Every evaluation so far (each a ``metrics``-like dict).
+    points : Tensor (N, dim + 1)
+        The current Lorentz points (a detached copy).
+    """
+
+    epoch: int
+    epochs: int
+    loss: float
+    metrics: dict[str, float]
+    history: list[dict[str, float]] = field(default_factory=list)
+    points: Tensor | None = None
+
+
+# ---------------------------------------------------------------------------------------------
+# The global rank term
+
+
+class GlobalRankLoss(nn.Module):
+    r"""Rank order over *all* pairs of a block: the term that drives global Spearman up.
+
+    :class:`~hyperloss.losses.RankOrderPreservationLoss` compares two distances from the same
+    anchor; Spearman correlation compares every pair with every other pair. This loss does the
+    latter on a block of nodes: over the ``P = n (n - 1) / 2`` pairs of the block, with
+    :math:`d` the embedding distances rescaled to the tree's mean
+    (:math:`\tilde d = d \cdot \bar t / \bar d`, the factor held constant, so the term
+    never changes the scale of the embedding) and :math:`t` the tree distances,
+
+    .. math::
+        L = \text{weight} \cdot \frac{1}{|\{(a, b): t_a < t_b\}|}
+            \sum_{(a, b):\, t_a < t_b} \max(0,\ \tilde d_a - \tilde d_b + \text{margin}).
+
+    Computed exactly without forming the ``P x P`` pairs: tree distances take few distinct
+    values, so per level the hinge sums come from one sort and suffix sums
+    (``O(P log P)`` per level).
+
+    Parameters
+    ----------
+    tree_distances : Tensor (N, N)
+    weight : float, default 10.0
+    margin : float, default 0.1
+        In tree-distance units.
+
+    Notes
+    -----
+    ``forward(embeddings (n, D), codes LongTensor (n,), distance_fn)`` -- the
+    :class:`~hyperloss.losses.RankOrderPreservationLoss` signature with index tensors, so
+    :func:`fit` applies it to the same random node blocks.
+    """
+
+    def __init__(self, tree_distances: Tensor, weight: float = 10.0, margin: float = 0.1) -> None:
+        super().__init__()
+        if not isinstance(tree_distances, Tensor) or tree_distances.ndim != 2:
+            raise ValueError("tree_distances must be an (N, N) tensor")
+        self.register_buffer("tree_distances", tree_distances.detach().to(torch.float64))
+        self.weight = _check_float("weight", weight)
+        if isinstance(margin, bool) or not isinstance(margin, int | float) or margin < 0:
+            raise ValueError(f"margin must be a number >= 0, got {margin}")
+        self.margin = float(margin)
+
+    def forward(self, embeddings: Tensor, codes: Tensor, distance_fn: Callable) -> Tensor:
+        n = embeddings.shape[0]
+        if n < 3:
+            return embeddings.sum() * 0.0
+        distances = pairwise_distances(distance_fn, embeddings)
+        upper = torch.triu_indices(n, n, 1)
+        pair_distances = distances[upper[0], upper[1]]
+        codes = codes.to(self.tree_distances.device)
+        pair_tree = self.tree_distances[codes[upper[0]], codes[upper[1]]]
+        scale = (pair_tree.mean() / pair_distances.detach().mean().clamp_min(1e-12)).to(
+            pair_distances.dtype
+        )
+        return self.weight * global_rank_hinge(pair_distances * scale, pair_tree, self.margin)
+
+    def extra_repr(self) -> str:
+        return f"n_nodes={self.tree_distances.shape[0]}, weight={self.weight}, margin={self.margin}"
+
+
+def global_rank_hinge(distances: Tensor, tree_distances: Tensor, margin: float) -> Tensor:
+    """Mean of ``relu(d_a - d_b + margin)`` over all ordered pairs with ``t_a < t_b``.
+
+    Parameters
+    ----------
+    distances, tree_distances : Tensor (P,)
+
+    Returns
+    -------
+    Tensor
+        Scalar; 0 when all tree distances are equal.
+    """
+    levels = torch.unique(tree_distances)
+    total = distances.new_zeros(())
+    terms = 0
+    for level in levels[1:]:
+        lower = torch.sort(distances[tree_distances < level]).values
+        # suffix[i] = sum of lower[i:], with a trailing 0 for "none above the threshold".
+        suffix = torch.flip(torch.cumsum(torch.flip(lower, [0]), 0), [0])
+        suffix = torch.cat([suffix, suffix.new_zeros(1)])
+        upper = distances[tree_distances == level]
+        # For pair b, the violating a are the lower-level pairs with d_a > d_b - margin.
+        first = torch.searchsorted(lower.detach(), (upper - margin).detach(), right=True)
+        count = (lower.numel() - first).to(distances.dtype)
+        total = total + (suffix[first] + count * (margin - upper)).sum()
+        terms += lower.numel() * upper.numel()
+    return total / max(terms, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tangent-space (exponential-map) coordinates
+#
+# A point is stored as v in R^dim, the tangent vector at the origin with x = expmap0(v): its
+# hyperbolic radius is |v| and its direction v / |v|. Far from the origin this is the
+# well-conditioned representation: Lorentz coordinates grow like e^r / 2, so at radius 20 a
+# tangent vector of length 1 has ambient components of order 1e8 and its Minkowski norm
+# cancels terms of order 1e16 -- the reason geoopt's RiemannianAdam produces NaN there (see
+# TangentRiemannianAdam). In tangent coordinates every number stays of order r.
+
+
+class TangentRiemannianAdam(torch.optim.Optimizer):
+    r"""Riemannian Adam for points in tangent coordinates at the origin.
+
+    The parameter holds rows :math:`v \in \mathbb{R}^{dim}` (one point each, ``x = expmap0(v)``).
+    In these coordinates the hyperbolic metric is
+    :math:`G = \hat v \hat v^\top + \big(\tfrac{\sinh(s r)}{s r}\big)^2 (I - \hat v \hat v^\top)`
+    (:math:`r = |v|`, :math:`s = \sqrt{c}`), so the Riemannian gradient of a Euclidean gradient
+    :math:`g` is :math:`G^{-1} g` and its squared norm is
+    :math:`(\hat v \cdot g)^2 + q^2 |g_\perp|^2` with :math:`q = s r / \sinh(s r)`.
+    The update is geoopt's RiemannianAdam (Bécigneul & Ganea 2019) written in these
+    coordinates: first moment of :math:`G^{-1} g` (carried between points by the chart, which
+    is a valid vector transport), one second moment per point from the Riemannian norm, and
+    the chart retraction :math:`v \leftarrow v - \mathrm{lr}\,\hat m / (\sqrt{\hat s} + \epsilon)`.
+    Each step therefore moves a point about ``lr`` in hyperbolic distance at any radius.
+
+    Why not ``geoopt.optim.RiemannianAdam`` on a ``ManifoldParameter``: on the Lorentz model
+    the Riemannian gradient of a point at radius ``r`` has ambient components about
+    ``cosh(r)`` times its norm; geoopt's second moment is their Minkowski square sum, which
+    cancels terms of order ``cosh(r)^2 |g|^2``: at ``r`` near 18-20 (float64) it comes out
+    negative or zero and the first step is NaN or overflows. Every quantity here is of order
+    ``r`` (see ``tests/test_training.py::test_far_from_origin_step_stays_finite``).
+
+    Parameters
+    ----------
+    params : iterable of Tensor
+        Tensors of shape ``(N, dim)``, float64.
+    lr : float, default 1e-2
+    betas : (float, float), default (0.9, 0.999)
+    eps : float, default 1e-8
+    curvature : float, default 1.0
+    max_step : float, default 1.0
+        Cap on the hyperbolic length of one step of one point (a guard; with Adam's
+        normalisation a step is rarely longer than a few ``lr``).
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1e-2,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        curvature: float = 1.0,
+        max_step: float = 1.0,
+    ) -> None:
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr}")
+        if not (0.0 <= betas[0] < 1.0 and 0.0 <= betas[1] < 1.0):
+            raise ValueError(f"betas must be in [0, 1), got {betas}")
+        defaults = {
+            "lr": lr,
+            "betas": tuple(betas),
+            "eps": eps,
+            "curvature": float(curvature),
+            "max_step": max_step,
+        }
+        super().__init__(params, defaults)
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Tensor] | None = None) -> Tensor | None:  # noqa: D102
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            s = math.sqrt(group["curvature"])
+            for point in group["params"]:
+                if point.grad is None:
+                    continue
+                grad = point.grad
+                state = self.state[point]
+                if not state:
+                    state["step"] = 0
+                    state["exp_avg"] = torch.zeros_like(point)
+                    state["exp_avg_sq"] = torch.zeros_like(point[..., :1])
+                state["step"] += 1
+                radius, direction = _polar(point)
+                radius = radius.unsqueeze(-1)
+                q_sq = _x_over_sinh(s * radius).pow(2)
+                radial = (grad * direction).sum(dim=-1, keepdim=True)
+                perpendicular = grad - radial * direction
+                riemannian_grad = radial * direction + q_sq * perpendicular
+                norm_sq = radial.pow(2) + q_sq * perpendicular.pow(2).sum(dim=-1, keepdim=True)
+                exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+                exp_avg.mul_(beta1).add_(riemannian_grad, alpha=1 - beta1)
+                exp_avg_sq.mul_(beta2).add_(norm_sq, alpha=1 - beta2)
+                bias1 = 1 - beta1 ** state["step"]
+                bias2 = 1 - beta2 ** state["step"]
+                direction_step = (exp_avg / bias1) / ((exp_avg_sq / bias2).sqrt() + group["eps"])
+                step = group["lr"] * direction_step
+                # Hyperbolic length of the step: |step|_G; cap it (a guard, rarely active).
+                step_radial = (step * direction).sum(dim=-1, keepdim=True)
+                step_perp_sq = (step - step_radial * direction).pow(2).sum(dim=-1, keepdim=True)
+                length = torch.sqrt(step_radial.pow(2) + step_perp_sq / q_sq)
+                step = step * torch.clamp(group["max_step"] / length.clamp_min(1e-300), max=1.0)
+                point.sub_(step)
+        return loss
+
+
+def _polar(v: Tensor) -> tuple[Tensor, Tensor]:
+    """Radius |v| (...,) and direction v / |v| (..., dim), both 0 at v = 0 with finite grads."""
+    radius = _safe_sqrt(v.pow(2).sum(dim=-1))
+    safe_radius = torch.where(radius > 0, radius, torch.ones_like(radius))
+    return radius, v / safe_radius.unsqueeze(-1)
+
+
+def _safe_sqrt(x: Tensor) -> Tensor:
+    # sqrt with a zero (not infinite) gradient at 0: the double-where keeps NaN out of backward.
+    positive = x > 0
+    return torch.where(positive, torch.sqrt(torch.where(positive, x, torch.ones_like(x))), 0.0)
+
+
+def _x_over_sinh(x: Tensor) -> Tensor:
+    """x / sinh(x), 1 at 0, smooth; underflows gracefully to 0 for x > ~700."""
+    small = x.abs() < 1e-4
+    safe = torch.where(small, torch.ones_like(x), x)
+    # Taylor: x / sinh x = 1 - x^2 / 6 + O(x^4) near 0.
+    return torch.where(small, 1.0 - x * x / 6.0, safe / torch.sinh(safe))
+
+
+# ---------------------------------------------------------------------------------------------
+# fit
+
+
+def fit(
+    tree: Any,
+    dim: int = 2,
+    *,
+    losses: Sequence[nn.Module] | None = None,
+    epochs: int | None = None,
+    batch_size: int = 128,
+    lr: float | None = None,
+    curvature: float = 1.0,
+    seed: int = 0,
+    init: str | Embedding = "auto",
+    callbacks: Sequence[Callable[[FitState], bool | None]] = (),
+    progress: bool = True,
+    checkpoint: str | os.PathLike[str] | None = None,
+    eval_every: int = 3,
+    early_stopping: int | None = 5,
+    monitor: str = "ndcg@10+spearman",
+    restore_best: bool = True,
+    block_size: int = 256,
+    k_negatives: int = 24,
+    negatives: str = "tree",
+    max_positive_distance: float = 2.0,
+    burn_in: int | None = None,
+    schedule: str = "cosine",
+    parametrization: str = "tangent",
+) -> Embedding:
+    """Embed ``tree`` in ``dim``-dimensional hyperbolic space with the ranking losses.
+
+    Parameters
+    ----------
+    tree : hyperloss.trees.Tree
+        At least 2 nodes.
+    dim : int, default 2
+        Dimension of the hyperbolic space (points have ``dim + 1`` Lorentz coordinates).
+    losses : sequence of nn.Module, optional
+        Replaces the default objective. A :class:`~hyperloss.losses.LambdaRankLoss` is applied
+        to the sampled lists; any other module is called as ``loss(embeddings, node_index,
+        distance_fn)`` on a block of ``block_size`` random nodes (the
+        :class:`~hyperloss.losses.RankOrderPreservationLoss` signature). Weights are the
+        modules' own ``weight``. Default: see Notes.
+    epochs : int, optional
+        Passes over all nodes as anchors (each ``ceil(N / batch_size)`` steps). Default
+        depends on ``init`` (Notes).
+    batch_size : int, default 128
+        Anchors (ranking lists) per step.
+    lr : float, optional
+        Learning rate (hyperbolic length of a typical step). Default depends on ``init``.
+    curvature : float, default 1.0
+        ``c > 0``: sectional curvature ``-c``.
+    seed : int, default 0
+        Seeds everything (initial points, sampling); the same seed gives the same result.
+    init : {"auto", "construct", "random"} or Embedding, default "auto"
+        ``"construct"``: :func:`hyperloss.construction.construct`, then fine-tuning;
+        ``"random"``: points drawn near the origin; an :class:`Embedding` of the same names,
+        dim and curvature: continue from it. ``"auto"`` is ``"construct"`` for ``dim >= 2``
+        and ``"random"`` for ``dim = 1``.
+    callbacks : sequence of callables
+        Each is called as ``callback(state)`` with a :class:`FitState` after every epoch;
+        returning True stops training.
+    progress : bool, default True
+        Show a tqdm bar with the loss and the latest Spearman / NDCG@10.
+    checkpoint : path, optional
+        File to save the full training state to at every evaluation and at the end. If it
+        exists when ``fit`` starts, training resumes from it (exactly: the result equals an
+        uninterrupted run); it must come from a run with the same settings.
+    eval_every : int, default 5
+        Evaluate the monitoring metrics (Spearman, NDCG@10 on all nodes) every this many
+        epochs (and at the start and the end).
+    early_stopping : int, optional
+        Stop after this many evaluations without improvement of ``monitor``. None: never.
+    monitor : str, default "ndcg@10+spearman"
+        Metric to select the best state by: ``"spearman"``, ``"ndcg@10"`` or their sum
+        ``"ndcg@10+spearman"``.
+    restore_best : bool, default True
+        Return the best evaluated state (by ``monitor``; the starting state counts) rather than
+        the last one.
+    block_size : int, default 256
+        Nodes per block for the rank-order loss.
+    k_negatives : int, default 24
+        Negatives per ranking list.
+    negatives : {"tree", "uniform", "farther"}, default "tree"
+        Negative sampling (see :mod:`hyperloss.sampling`).
+    max_positive_distance : float, default 2.0
+        Positives are nodes within this tree distance of the anchor.
+    burn_in : int, optional
+        Epochs at ``lr / 10`` at the start (Nickel & Kiela 2017). Default depends on ``init``.
+    parametrization : {"tangent", "lorentz"}, default "tangent"
+        ``"tangent"``: points as tangent vectors at the origin optimized with
+        :class:`TangentRiemannianAdam` (stable at any radius); ``"lorentz"``: one
+        ``geoopt.ManifoldParameter`` on ``geoopt.Lorentz`` with ``geoopt.optim.RiemannianAdam``
+        (fine near the origin, NaN-prone beyond radius ~15).
+
+    Returns
+    -------
+    Embedding
+        Points in the tree's index order; ``metrics`` holds the monitoring metrics of the
+        returned state.
+
+    Notes
+    -----
+    Defaults (see the module docstring for the evidence).
+    """
+    config = _FitConfig.build(
+        tree,
+        dim=dim,
+        losses=losses,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        curvature=curvature,
+        seed=seed,
+        init=init,
+        callbacks=callbacks,
+        progress=progress,
+        checkpoint=checkpoint,
+        eval_every=eval_every,
+        early_stopping=early_stopping,
+        monitor=monitor,
+        restore_best=restore_best,
+        block_size=block_size,
+        k_negatives=k_negatives,
+        negatives=negatives,
+        max_positive_distance=max_positive_distance,
+        burn_in=burn_in,
+        schedule=schedule,
+        parametrization=parametrization,
+    )
+    return _Run(tree, config).train()
+
+
+# ---------------------------------------------------------------------------------------------
+# Settings
+
+# Defaults per starting point; the evidence is in the module docstring.
+_DEFAULTS: dict[str, dict[str, Any]] = {
+    "construct": {"epochs": 60, "lr": 2e-2, "burn_in": 0},
+    "random": {"epochs": 300, "lr": 5e-2, "burn_in": 10},
+    "embedding": {"epochs": 60, "lr": 2e-2, "burn_in": 0},
+}
+_MONITORS = ("ndcg@10+spearman", "ndcg@10", "spearman")
+# Scale of the random initial tangent vectors (uniform in [-a, a] per coordinate), as in
+# Nickel & Kiela (2017).
+_RANDOM_INIT_SCALE = 1e-3
+
+
+@dataclass
+class _FitConfig:
+    dim: int
+    losses: list[nn.Module] | None
+    epochs: int
+    batch_size: int
+    lr: float
+    curvature: float
+    seed: int
+    init: str
+    init_embedding: Embedding | None
+    callbacks: list[Callable[[FitState], bool | None]]
+    progress: bool
+    checkpoint: Path | None
+    eval_every: int
+    early_stopping: int | None
+    monitor: str
+    restore_best: bool
+    block_size: int
+    k_negatives: int
+    negatives: str
+    max_positive_distance: float
+    burn_in: int
+    schedule: str
+    parametrization: str
+
+    @classmethod
+    def build(cls, tree: Any, **kw: Any) -> _FitConfig:
+        if not (hasattr(tree, "names") and hasattr(tree, "distances")):
+            raise TypeError(f"tree must be a hyperloss.trees.Tree, got {type(tree).__name__}")
+        if len(tree.names) < 2:
+            raise ValueError(f"tree must have at least 2 nodes, got {len(tree.names)}")
+        dim = _check_int("dim", kw["dim"], minimum=1)
+        curvature = _check_float("curvature", kw["curvature"])
+        init, init_embedding = kw["init"], None
+        if isinstance(init, Embedding):
+            init_embedding = _check_init_embedding(init, tree, dim, curvature)
+            init = "embedding"
+        elif isinstance(init, str):
+            if init == "auto":
+                init = "construct" if dim >= 2 else "random"
+            if init not in INITS:
+                raise ValueError(
+                    f"init must be 'auto', one of {INITS} or an Embedding, got {init!r}"
+                )
+            if init == "construct" and dim < 2:
+                raise ValueError("init='construct' needs dim >= 2; use init='random' for dim 1")
+        else:
+            raise TypeError(f"init must be a str or an Embedding, got {type(init).__name__}")
+        defaults = _DEFAULTS[init]
+        epochs = defaults["epochs"] if kw["epochs"] is None else kw["epochs"]
+        lr = defaults["lr"] if kw["lr"] is None else kw["lr"]
+        burn_in = defaults["burn_in"] if kw["burn_in"] is None else kw["burn_in"]
+        callbacks = kw["callbacks"]
+        if callable(callbacks) or not isinstance(callbacks, Sequence | tuple | list):
+            raise TypeError("callbacks must be a sequence of callables")
+        for callback in callbacks:
+            if not callable(callback):
+                raise TypeError(f"callbacks must be callables, got {type(callback).__name__}")
+        checkpoint = kw["checkpoint"]
+        if checkpoint is not None:
+            if not isinstance(checkpoint, str | os.PathLike):
+                raise TypeError(f"checkpoint must be a path, got {type(checkpoint).__name__}")
+            checkpoint = Path(checkpoint)
+            if checkpoint.is_dir():
+                raise ValueError(f"checkpoint {str(checkpoint)!r} is a directory; give a file")
+        early_stopping = kw["early_stopping"]
+        if early_stopping is not None:
+            early_stopping = _check_int("early_stopping", early_stopping, minimum=1)
+        if kw["monitor"] not in _MONITORS:
+            raise ValueError(f"monitor must be one of {_MONITORS}, got {kw['monitor']!r}")
+        if kw["negatives"] not in NEGATIVE_STRATEGIES:
+            raise ValueError(
+                f"negatives must be one of {NEGATIVE_STRATEGIES}, got {kw['negatives']!r}"
+            )
+        if kw["schedule"] not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {kw['schedule']!r}")
+        if kw["parametrization"] not in PARAMETRIZATIONS:
+            raise ValueError(
+                f"parametrization must be one of {PARAMETRIZATIONS}, got {kw['parametrization']!r}"
+            )
+        return cls(
+            dim=dim,
+            losses=_check_losses(kw["losses"], len(tree.names)),
+            epochs=_check_int("epochs", epochs, minimum=1),
+            batch_size=_check_int("batch_size", kw["batch_size"], minimum=1),
+            lr=_check_float("lr", lr),
+            curvature=curvature,
+            seed=_check_int("seed", kw["seed"], minimum=None),
+            init=init,
+            init_embedding=init_embedding,
+            callbacks=list(callbacks),
+            progress=bool(kw["progress"]),
+            checkpoint=checkpoint,
+            eval_every=_check_int("eval_every", kw["eval_every"], minimum=1),
+            early_stopping=early_stopping,
+            monitor=kw["monitor"],
+            restore_best=bool(kw["restore_best"]),
+            block_size=_check_int("block_size", kw["block_size"], minimum=3),
+            k_negatives=_check_int("k_negatives", kw["k_negatives"], minimum=1),
+            negatives=kw["negatives"],
+            max_positive_distance=_check_float(
+                "max_positive_distance", kw["max_positive_distance"]
+            ),
+            burn_in=_check_int("burn_in", burn_in, minimum=0),
+            schedule=kw["schedule"],
+            parametrization=kw["parametrization"],
+        )
+
+    def fingerprint(self, tree: Any) -> dict[str, Any]:
+        """The settings a checkpoint must share with the run that resumes it."""
+        init = self.init
+        if self.init_embedding is not None:
+            init = f"embedding:{_tensor_digest(self.init_embedding.points)}"
+        return {
+            "n_nodes": len(tree.names),
+            "names": _text_digest("\n".join(tree.names)),
+            "dim": self.dim,
+            "losses": None if self.losses is None else [repr(loss) for loss in self.losses],
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "curvature": self.curvature,
+            "seed": self.seed,
+            "init": init,
+            "eval_every": self.eval_every,
+            "early_stopping": self.early_stopping,
+            "monitor": self.monitor,
+            "restore_best": self.restore_best,
+            "block_size": self.block_size,
+            "k_negatives": self.k_negatives,
+            "negatives": self.negatives,
+            "max_positive_distance": self.max_positive_distance,
+            "burn_in": self.burn_in,
+            "schedule": self.schedule,
+            "parametrization": self.parametrization,
+        }
+
+
+def _check_int(name: str, value: Any, *, minimum: int | None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _check_float(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if not (value > 0 and math.isfinite(value)):
+        raise ValueError(f"{name} must be a finite number > 0, got {value}")
+    return float(value)
+
+
+def _check_losses(losses: Any, n_nodes: int) -> list[nn.Module] | None:
+    if losses is None:
+        return None
+    if callable(losses) or not isinstance(losses, Sequence):
+        raise TypeError("losses must be a sequence of loss modules (or None for the default)")
+    if len(losses) == 0:
+        raise ValueError("losses must not be empty (pass None for the default objective)")
+    for loss in losses:
+        if not callable(loss):
+            raise TypeError(f"losses must be callables, got {type(loss).__name__}")
+        tree_distances = getattr(loss, "tree_distances", None)
+        if isinstance(tree_distances, Tensor) and tree_distances.shape[0] != n_nodes:
+            raise ValueError(
+                f"losses: {type(loss).__name__} was built for {tree_distances.shape[0]} nodes, "
+                f"the tree has {n_nodes}"
+            )
+    return list(losses)
+
+
+def _check_init_embedding(embedding: Embedding, tree: Any, dim: int, curvature: float) -> Embedding:
+    if embedding.dim != dim:
+        raise ValueError(f"init: the embedding has dim {embedding.dim}, fit was asked for {dim}")
+    if not math.isclose(embedding.curvature, curvature, rel_tol=1e-12):
+        raise ValueError(
+            f"init: the embedding has curvature {embedding.curvature:g}, fit was asked for "
+            f"{curvature:g}"
+        )
+    try:
+        points = embedding.points_for(tree)
+    except ValueError as error:
+        raise ValueError(f"init: {error}") from error
+    return Embedding(points, list(tree.names), curvature=curvature)
+
+
+def _tensor_digest(tensor: Tensor) -> str:
+    import hashlib
+
+    return hashlib.sha256(tensor.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
+
+def _text_digest(text: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# The training run
+
+
+class _Run:
+    """One call of :func:`fit`: state, steps, evaluation, checkpoints."""
+
+    def __init__(self, tree: Any, config: _FitConfig) -> None:
+        self.tree = tree
+        self.config = config
+        self.tree_distances = tree.distances()
+        self.lorentz_distance = LorentzDistance(config.curvature)
+        self.sampler = ListSampler(
+            self.tree_distances,
+            k_negatives=config.k_negatives,
+            max_positive_distance=config.max_positive_distance,
+            negatives=config.negatives,
+            seed=config.seed,
+        )
+        self.block_losses, self.list_losses = self._objective()
+        self.parameter, self.optimizer = self._parameter(self._initial_points())
+        self.epoch = 0
+        self.stopped = False
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] | None = None
+        self.start_metrics: dict[str, float] | None = None
+        self.stale = 0
+
+    # ------------------------------------------------------------------ set-up
+    def _objective(self) -> tuple[list[Callable[..., Tensor]], list[LambdaRankLoss]]:
+        losses = self.config.losses
+        if losses is None:
+            losses = default_losses(self.tree)
+        block = [loss for loss in losses if not isinstance(loss, LambdaRankLoss)]
+        lists = [loss for loss in losses if isinstance(loss, LambdaRankLoss)]
+        return block, lists
+
+    def _initial_points(self) -> Tensor:
+        config = self.config
+        if config.init == "embedding":
+            return config.init_embedding.points.clone()
+        if config.init == "construct":
+            from hyperloss.construction import construct
+
+            return construct(self.tree, config.dim, curvature=config.curvature).points.clone()
+        generator = torch.Generator().manual_seed(config.seed)
+        tangent = torch.rand(len(self.tree.names), config.dim, generator=generator)
+        tangent = (2.0 * tangent - 1.0).to(torch.float64) * _RANDOM_INIT_SCALE
+        return expmap0(tangent, curvature=config.curvature)
+
+    def _parameter(self, points: Tensor) -> tuple[nn.Parameter, torch.optim.Optimizer]:
+        config = self.config
+        if config.parametrization == "tangent":
+            parameter = nn.Parameter(logmap0(points, curvature=config.curvature).contiguous())
+            optimizer = TangentRiemannianAdam([parameter], lr=config.lr, curvature=config.curvature)
+        else:
+            manifold = geoopt.Lorentz(k=torch.tensor(1.0 / config.curvature, dtype=torch.float64))
+            parameter = geoopt.ManifoldParameter(points.contiguous(), manifold=manifold)
+            optimizer = geoopt.optim.RiemannianAdam([parameter], lr=config.lr)
+        return parameter, optimizer
+
+    # ------------------------------------------------------------------- state
+    def points(self) -> Tensor:
+        """Current Lorentz points (N, dim + 1), detached."""
+        with torch.no_grad():
+            if self.config.parametrization == "tangent":
+                return expmap0(self.parameter.detach(), curvature=self.config.curvature)
+            return self.parameter.detach().clone()
+
+    def _rows(self, index: Tensor) -> Tensor:
+        """Lorentz points of the given rows, differentiable w.r.t. the parameter."""
+        rows = self.parameter[index]
+        if self.config.parametrization == "tangent":
+            return expmap0(rows, curvature=self.config.curvature)
+        return rows
+
+    # -------------------------------------------------------------------- loop
+    def train(self) -> Embedding:
+        config = self.config
+        resumed = config.checkpoint is not None and config.checkpoint.exists()
+        if resumed:
+            self._load_checkpoint()
+        else:
+            self._evaluate()
+        bar = _progress_bar(config, initial=self.epoch)
+        try:
+            while self.epoch < config.epochs and not self.stopped:
+                loss = self._train_epoch()
+                self.epoch += 1
+                evaluate = self.epoch % config.eval_every == 0 or self.epoch == config.epochs
+                if evaluate:
+                    self._evaluate()
+                    if config.early_stopping is not None and self.stale >= config.early_stopping:
+                        self.stopped = True
+                state = FitState(
+                    epoch=self.epoch,
+                    epochs=config.epochs,
+                    loss=loss,
+                    metrics=dict(self.history[-1]) if self.history else {},
+                    history=[dict(h) for h in self.history],
+                    points=self.points(),
+                )
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(_postfix(loss, state.metrics), refresh=False)
+                if evaluate or self.stopped:
+                    self._save_checkpoint()
+                for callback in config.callbacks:
+                    if callback(state):
+                        self.stopped = True
+                if self.stopped:
+                    self._save_checkpoint()
+        finally:
+            if bar is not None:
+                bar.close()
+        if self.history[-1]["epoch"] != self.epoch:
+            self._evaluate()  # stopped by a callback between evaluations
+            self._save_checkpoint()
+        return self._result()
+
+    def _learning_rate(self) -> float:
+        config = self.config
+        if self.epoch < config.burn_in:
+            return config.lr / 10.0
+        if config.schedule == "constant":
+            return config.lr
+        # Cosine decay from lr to lr / 100 over the epochs after the burn-in.
+        progress = (self.epoch - config.burn_in) / max(config.epochs - config.burn_in, 1)
+        return config.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * progress)))
+
+    def _train_epoch(self) -> float:
+        config = self.config
+        for group in self.optimizer.param_groups:
+            group["lr"] = self._learning_rate()
+        total, steps = 0.0, 0
+        for batch in self.sampler.epoch(config.batch_size):
+            nodes = self.sampler.nodes(config.block_size) if self.block_losses else None
+            self.optimizer.zero_grad(set_to_none=True)
+            loss = self.parameter.new_zeros(())
+            if nodes is not None:
+                block = self._rows(nodes)
+                for block_loss in self.block_losses:
+                    loss = loss + block_loss(block, nodes, self.lorentz_distance)
+            if self.list_losses:
+                size = batch.anchor.shape[0]
+                anchor = self._rows(batch.anchor)
+                positive = self._rows(batch.positive)
+                negative = self._rows(batch.negatives.reshape(-1))
+                for list_loss in self.list_losses:
+                    loss = loss + list_loss(
+                        anchor,
+                        positive,
+                        negative,
+                        batch.anchor,
+                        batch.positive,
+                        batch.negatives,
+                        self.lorentz_distance,
+                        size,
+                        config.k_negatives,
+                    )
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"the training loss became {float(loss)} at epoch {self.epoch + 1}"
+                    + (
+                        "; parametrization='tangent' is stable far from the origin"
+                        if config.parametrization == "lorentz"
+                        else ""
+                    )
+                )
+            if loss.requires_grad:
+                loss.backward()
+                self.optimizer.step()
+            total += float(loss.detach())
+            steps += 1
+        if not torch.isfinite(self.parameter).all():
+            raise FloatingPointError(
+                f"points became non-finite at epoch {self.epoch + 1}"
+                + (
+                    "; parametrization='tangent' is stable far from the origin"
+                    if config.parametrization == "lorentz"
+                    else ""
+                )
+            )
+        return total / max(steps, 1)
+
+    # -------------------------------------------------------------- evaluation
+    def _evaluate(self) -> None:
+        from hyperloss.metrics import ndcg_at_k, spearman
+
+        points = self.points()
+        with torch.no_grad():
+            distances = pairwise_distances(self.lorentz_distance, points)
+        metrics = {
+            "epoch": float(self.epoch),
+            "spearman": float(spearman(distances, self.tree_distances)),
+            "ndcg@10": float(ndcg_at_k(distances, self.tree_distances, 10)),
+        }
+        self.history.append(metrics)
+        if self.start_metrics is None:
+            self.start_metrics = dict(metrics)
+        score = self._score(metrics)
+        if self.best is None or score > self.best["score"]:
+            self.best = {"score": score, "metrics": dict(metrics), "points": points.clone()}
+            self.stale = 0
+        else:
+            self.stale += 1
+
+    def _score(self, metrics: Mapping[str, float]) -> float:
+        """Monitor value; fine-tuning from given points never accepts a lower NDCG@10."""
+        value = sum(metrics[name] for name in self.config.monitor.split("+"))
+        start = self.start_metrics
+        if self.config.init != "random" and start is not None:
+            if metrics["ndcg@10"] < start["ndcg@10"]:
+                return -math.inf
+        return value
+
+    def _result(self) -> Embedding:
+        if self.config.restore_best and self.best is not None:
+            points, metrics = self.best["points"], self.best["metrics"]
+        else:
+            points, metrics = self.points(), self.history[-1]
+        return Embedding(points, list(self.tree.names), self.config.curvature, metrics=metrics)
+
+    # ------------------------------------------------------------- checkpoint
+    def _save_checkpoint(self) -> None:
+        path = self.config.checkpoint
+        if path is None:
+            return
+        state = {
+            "format": "hyperloss.fit-checkpoint",
+            "version": CHECKPOINT_VERSION,
+            "config": self.config.fingerprint(self.tree),
+            "epoch": self.epoch,
+            "stopped": self.stopped,
+            "parameter": self.parameter.detach().clone(),
+            "optimizer": self.optimizer.state_dict(),
+            "sampler": self.sampler.state_dict(),
+            "history": self.history,
+            "best": self.best,
+            "start_metrics": self.start_metrics,
+            "stale": self.stale,
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(path.name + ".tmp")
+        torch.save(state, temporary)
+        os.replace(temporary, path)  # atomic: an interruption never leaves half a file
+
+    def _load_checkpoint(self) -> None:
+        path = self.config.checkpoint
+        try:
+            state = torch.load(path, weights_only=True)
+        except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message
+            raise ValueError(
+                f"checkpoint {str(path)!r} is not a readable checkpoint: {error}"
+            ) from error
+        if not isinstance(state, dict) or state.get("format") != "hyperloss.fit-checkpoint":
+            raise ValueError(f"checkpoint {str(path)!r} is not a hyperloss fit checkpoint")
+        if state.get("version") != CHECKPOINT_VERSION:
+            raise ValueError(
+                f"checkpoint {str(path)!r} has version {state.get('version')!r}, "
+                f"expected {CHECKPOINT_VERSION}"
+            )
+        expected = self.config.fingerprint(self.tree)
+        different = sorted(key for key in expected if state["config"].get(key) != expected[key])
+        if different:
+            details = ", ".join(
+                f"{key}: {state['config'].get(key)!r} != {expected[key]!r}" for key in different
+            )
+            raise ValueError(
+                f"checkpoint {str(path)!r} was written by a run with other settings ({details}); "
+                "use the same settings or another checkpoint path"
+            )
+        with torch.no_grad():
+            self.parameter.copy_(state["parameter"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.sampler.load_state_dict(state["sampler"])
+        self.epoch = state["epoch"]
+        self.stopped = state["stopped"]
+        self.history = state["history"]
+        self.best = state["best"]
+        self.start_metrics = state["start_metrics"]
+        self.stale = state["stale"]
+
+
+def default_losses(tree: Any) -> list[nn.Module]:
+    """The default objective of :func:`fit` for ``tree`` (see the module docstring).
+
+    Returns
+    -------
+    list of nn.Module
+        ``RankOrderPreservationLoss(weight=0.1)``, ``LambdaRankLoss(weight=3.0)`` and
+        ``GlobalRankLoss(weight=10.0)``; pass a modified copy as ``fit(losses=...)``.
+    """
+    tree_distances = tree.distances()
+    return [
+        RankOrderPreservationLoss(tree_distances, tree.index, weight=0.1, margin=0.1),
+        LambdaRankLoss(tree_distances, tree.index, weight=3.0, sigma=1.0, ndcg_k=10),
+        GlobalRankLoss(tree_distances, weight=10.0, margin=0.1),
+    ]
+
+
+def _progress_bar(config: _FitConfig, *, initial: int) -> Any:
+    if not config.progress:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=config.epochs, initial=initial, desc="fit", unit="epoch", leave=True)
+
+
+def _postfix(loss: float, metrics: Mapping[str, float]) -> dict[str, str]:
+    postfix = {"loss": f"{loss:.4g}"}
+    if metrics:
+        postfix["spearman"] = f"{metrics['spearman']:.4f}"
+        postfix["ndcg@10"] = f"{metrics['ndcg@10']:.4f}"
+    return postfix

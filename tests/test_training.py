@@ -1,0 +1,358 @@
+"""fit(): improvement, determinism, exact resume, stability far from the origin, bad inputs."""
+
+from __future__ import annotations
+
+import math
+
+import geoopt
+import pytest
+import scipy.stats
+import torch
+
+from hyperloss.construction import construct
+from hyperloss.datasets import balanced_tree, naics, random_tree
+from hyperloss.embedding import Embedding
+from hyperloss.geometry import LorentzDistance, expmap0, hyperbolic_radius, lorentz_distance
+from hyperloss.losses import LambdaRankLoss, RankOrderPreservationLoss
+from hyperloss.training import (
+    FitState,
+    GlobalRankLoss,
+    TangentRiemannianAdam,
+    default_losses,
+    fit,
+    global_rank_hinge,
+)
+
+
+@pytest.fixture(scope="module")
+def small_tree():
+    return balanced_tree(3, 3)  # 40 nodes, height 3
+
+
+def _scipy_spearman(embedding, tree):
+    d = embedding.distances()
+    t = tree.distances()
+    upper = torch.triu_indices(len(tree), len(tree), 1)
+    return scipy.stats.spearmanr(d[upper[0], upper[1]], t[upper[0], upper[1]])[0]
+
+
+# ----------------------------------------------------------------------------- training works
+def test_fit_from_random_points_improves_the_metrics(small_tree):
+    history = []
+    embedding = fit(
+        small_tree,
+        2,
+        init="random",
+        epochs=100,
+        progress=False,
+        early_stopping=None,
+        callbacks=[lambda state: history.append(state)],
+    )
+    assert isinstance(embedding, Embedding)
+    assert embedding.points.shape == (40, 3) and embedding.names == small_tree.names
+    start = history[0].metrics  # the evaluation before any step
+    assert start["epoch"] == 0 and len(history) == 100
+    assert isinstance(history[-1], FitState) and history[-1].epoch == 100
+    report = embedding.evaluate(small_tree)
+    # Random points near the origin score ~0.1 / ~0.4; training must do far better.
+    assert start["spearman"] < 0.3 and start["ndcg@10"] < 0.5
+    assert report.spearman > 0.8 and report.ndcg[10] > 0.85
+    # The metrics fit reports agree with an independent scipy computation.
+    assert embedding.metrics["spearman"] == pytest.approx(_scipy_spearman(embedding, small_tree))
+
+
+def test_construct_init_keeps_ndcg_and_raises_spearman():
+    tree = random_tree(200, seed=0)
+    constructed = construct(tree, 2).evaluate(tree)
+    embedding = fit(tree, 2, init="construct", epochs=30, progress=False)
+    report = embedding.evaluate(tree)
+    assert report.ndcg[10] >= constructed.ndcg[10]
+    assert report.spearman > constructed.spearman + 0.003
+
+
+def test_same_seed_same_points_other_seed_other_points(small_tree):
+    kwargs = {"init": "random", "epochs": 4, "progress": False, "eval_every": 2}
+    a = fit(small_tree, 3, seed=1, **kwargs)
+    b = fit(small_tree, 3, seed=1, **kwargs)
+    c = fit(small_tree, 3, seed=2, **kwargs)
+    assert torch.equal(a.points, b.points)
+    assert not torch.allclose(a.points, c.points)
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_at", [3, 4])  # between evaluations and right after one
+def test_checkpoint_resume_equals_an_uninterrupted_run(tmp_path, stop_at):
+    tree = random_tree(60, seed=2)
+    kwargs = {
+        "init": "random",
+        "epochs": 8,
+        "eval_every": 2,
+        "batch_size": 16,
+        "block_size": 20,
+        "progress": False,
+        "early_stopping": None,
+        "restore_best": False,
+        "seed": 3,
+    }
+    uninterrupted = fit(tree, 2, **kwargs)
+
+    def interrupt(state):
+        if state.epoch == stop_at:
+            raise _Interrupt
+
+    path = tmp_path / "ckpt" / "run.pt"
+    with pytest.raises(_Interrupt):
+        fit(tree, 2, checkpoint=path, callbacks=[interrupt], **kwargs)
+    assert path.exists()
+    epochs_after_resume = []
+    resumed = fit(
+        tree,
+        2,
+        checkpoint=path,
+        callbacks=[lambda s: epochs_after_resume.append(s.epoch)],
+        **kwargs,
+    )
+    assert epochs_after_resume[0] in (3, 5)  # continued, did not start over
+    assert torch.equal(resumed.points, uninterrupted.points)
+    # A finished checkpoint returns the same result without training.
+    again = fit(tree, 2, checkpoint=path, **kwargs)
+    assert torch.equal(again.points, uninterrupted.points)
+
+
+def test_checkpoint_from_other_settings_is_refused(tmp_path, small_tree):
+    path = tmp_path / "run.pt"
+    fit(small_tree, 2, init="random", epochs=2, progress=False, checkpoint=path)
+    with pytest.raises(ValueError, match="lr"):
+        fit(small_tree, 2, init="random", epochs=2, lr=0.5, progress=False, checkpoint=path)
+    path.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="checkpoint"):
+        fit(small_tree, 2, init="random", epochs=2, progress=False, checkpoint=path)
+
+
+def test_early_stopping_and_callback_stop(small_tree):
+    epochs_run = []
+    # The construction of a balanced tree is already at the Spearman ceiling in dim 5: nothing
+    # improves, so patience 2 (evaluations every epoch) stops after 2 epochs.
+    fit(
+        small_tree,
+        5,
+        epochs=50,
+        eval_every=1,
+        early_stopping=2,
+        progress=False,
+        callbacks=[lambda s: epochs_run.append(s.epoch)],
+    )
+    assert epochs_run == [1, 2]
+    epochs_run.clear()
+    fit(
+        small_tree,
+        2,
+        init="random",
+        epochs=50,
+        progress=False,
+        callbacks=[lambda s: epochs_run.append(s.epoch) or s.epoch == 4],
+    )
+    assert epochs_run == [1, 2, 3, 4]
+
+
+def test_restore_best_returns_the_best_evaluated_state(small_tree):
+    history = []
+    embedding = fit(
+        small_tree,
+        2,
+        init="random",
+        epochs=12,
+        eval_every=3,
+        progress=False,
+        callbacks=[lambda s: history.append(s)],
+    )
+    evaluations = history[-1].history
+    best = max(evaluations, key=lambda m: m["ndcg@10"] + m["spearman"])
+    assert embedding.metrics == best
+
+
+def test_init_from_an_embedding_continues_from_its_points(small_tree):
+    start = construct(small_tree, 3)
+    shuffled_order = list(reversed(start.names))
+    shuffled = Embedding(start.points.flip(0), shuffled_order)
+    result = fit(small_tree, 3, init=shuffled, epochs=1, lr=1e-9, progress=False)
+    # lr ~ 0: the points barely move, and come back in the tree's order.
+    assert torch.allclose(result.points, start.points, rtol=1e-6, atol=1e-6)
+
+
+def test_custom_losses_and_progress_bar(small_tree, capsys):
+    tree_distances = small_tree.distances()
+    losses = [LambdaRankLoss(tree_distances, small_tree.index, weight=1.0)]
+    embedding = fit(small_tree, 2, init="random", losses=losses, epochs=3, progress=True)
+    assert torch.isfinite(embedding.points).all()
+    assert "fit" in capsys.readouterr().err  # tqdm writes to stderr
+    assert [type(loss) for loss in default_losses(small_tree)] == [
+        RankOrderPreservationLoss,
+        LambdaRankLoss,
+        GlobalRankLoss,
+    ]
+
+
+# ------------------------------------------------------------------- far from the origin
+def test_far_from_origin_step_stays_finite():
+    """Issue 5: constructed NAICS points in 10-D sit at radius 12-25; one step must be finite."""
+    tree = naics()
+    points = construct(tree, 10).points
+    radius = hyperbolic_radius(points)
+    assert radius.max() > 15.0
+    # geoopt's Riemannian Adam on the Lorentz model overflows here (the reason for the tangent
+    # parametrisation); ours moves every point by about lr in hyperbolic distance.
+    embedding = fit(
+        tree,
+        10,
+        init=Embedding(points, tree.names),
+        epochs=1,
+        lr=0.01,
+        eval_every=1,
+        restore_best=False,
+        progress=False,
+    )
+    assert torch.isfinite(embedding.points).all()
+    moved = lorentz_distance(embedding.points, points)
+    assert moved.max() < 0.5 and moved.max() > 0
+
+
+def test_tangent_adam_step_length_is_lr_at_any_radius():
+    dim = 10
+    generator = torch.Generator().manual_seed(0)
+    directions = torch.randn(50, dim, generator=generator, dtype=torch.float64)
+    directions = directions / directions.norm(dim=1, keepdim=True)
+    radii = torch.linspace(0.0, 20.0, 50, dtype=torch.float64)[:, None]
+    tangent = torch.nn.Parameter(directions * radii)
+    before = expmap0(tangent.detach())
+    optimizer = TangentRiemannianAdam([tangent], lr=0.01)
+    target = expmap0(torch.randn(50, dim, generator=generator, dtype=torch.float64))
+    lorentz_distance(expmap0(tangent), target).sum().backward()
+    optimizer.step()
+    after = expmap0(tangent.detach())
+    moved = lorentz_distance(before, after)
+    # Adam's first step has unit normalised length: every point moves lr (1e-3 relative).
+    assert torch.allclose(moved, torch.full_like(moved, 0.01), rtol=1e-3)
+    # And it moved towards the target.
+    assert (lorentz_distance(after, target) < lorentz_distance(before, target)).all()
+
+
+def test_tangent_riemannian_gradient_matches_geoopt():
+    """G^{-1} g pushed through d expmap0 equals geoopt's Lorentz Riemannian gradient."""
+    generator = torch.Generator().manual_seed(1)
+    v = torch.randn(3, generator=generator, dtype=torch.float64) * 1.5
+    anchor = expmap0(torch.randn(3, generator=generator, dtype=torch.float64))
+
+    def objective(x):
+        return lorentz_distance(x, anchor) ** 2
+
+    tangent = v.clone().requires_grad_(True)
+    objective(expmap0(tangent)).backward()
+    # One optimizer step with beta1 = 0 and a tiny lr moves v by -lr * rgrad / |rgrad|_G.
+    parameter = torch.nn.Parameter(v.clone()[None])
+    parameter.grad = tangent.grad.clone()[None]
+    TangentRiemannianAdam([parameter], lr=1e-7, betas=(0.0, 0.0), eps=0.0).step()
+    chart_step = (parameter.detach()[0] - v) / -1e-7
+    pushed = torch.autograd.functional.jvp(lambda u: expmap0(u), v, chart_step)[1]
+
+    manifold = geoopt.Lorentz()
+    x = expmap0(v).requires_grad_(True)
+    # geoopt's own (ambient) gradient of the same objective, made Riemannian by geoopt.
+    (euclidean,) = torch.autograd.grad(objective(x), x)
+    riemannian = manifold.egrad2rgrad(x.detach(), euclidean)
+    riemannian = riemannian / manifold.norm(riemannian)
+    assert torch.allclose(pushed, riemannian, rtol=1e-5, atol=1e-6)
+
+
+# -------------------------------------------------------------------------- the global term
+def test_global_rank_hinge_matches_a_plain_loop():
+    generator = torch.Generator().manual_seed(0)
+    distances = torch.rand(30, generator=generator, dtype=torch.float64, requires_grad=True)
+    tree_distances = torch.randint(1, 5, (30,), generator=generator).double()
+    margin = 0.1
+    terms = [
+        torch.relu(distances[a] - distances[b] + margin)
+        for a in range(30)
+        for b in range(30)
+        if tree_distances[a] < tree_distances[b]
+    ]
+    reference = torch.stack(terms).mean()
+    value = global_rank_hinge(distances, tree_distances, margin)
+    assert float(value) == pytest.approx(float(reference), rel=1e-12)
+    (grad_ref,) = torch.autograd.grad(reference, distances)
+    (grad,) = torch.autograd.grad(global_rank_hinge(distances, tree_distances, margin), distances)
+    assert torch.allclose(grad, grad_ref, atol=1e-14)
+    assert float(global_rank_hinge(distances, torch.ones(30), margin)) == 0.0
+
+
+def test_global_rank_loss_is_scale_free(small_tree):
+    loss = GlobalRankLoss(small_tree.distances(), weight=1.0)
+    points = construct(small_tree, 2).points
+    nodes = torch.arange(len(small_tree))
+    tangent = torch.randn(40, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+
+    def euclidean(x, y):
+        return (x - y).norm(dim=-1)
+
+    value = loss(tangent, nodes, euclidean)
+    assert float(loss(tangent * 7.0, nodes, euclidean)) == pytest.approx(float(value), rel=1e-9)
+    assert float(loss(points, nodes, LorentzDistance())) >= 0.0
+
+
+# --------------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"dim": 0}, ValueError, "dim"),
+        ({"epochs": 0}, ValueError, "epochs"),
+        ({"lr": 0.0}, ValueError, "lr"),
+        ({"lr": -1.0}, ValueError, "lr"),
+        ({"lr": float("nan")}, ValueError, "lr"),
+        ({"batch_size": 0}, ValueError, "batch_size"),
+        ({"curvature": 0.0}, ValueError, "curvature"),
+        ({"init": "spectral"}, ValueError, "init"),
+        ({"init": 3}, TypeError, "init"),
+        ({"dim": 1, "init": "construct"}, ValueError, "dim >= 2"),
+        ({"eval_every": 0}, ValueError, "eval_every"),
+        ({"early_stopping": 0}, ValueError, "early_stopping"),
+        ({"monitor": "map"}, ValueError, "monitor"),
+        ({"negatives": "hard"}, ValueError, "negatives"),
+        ({"parametrization": "poincare"}, ValueError, "parametrization"),
+        ({"schedule": "step"}, ValueError, "schedule"),
+        ({"block_size": 2}, ValueError, "block_size"),
+        ({"k_negatives": 0}, ValueError, "k_negatives"),
+        ({"max_positive_distance": 0.0}, ValueError, "max_positive_distance"),
+        ({"burn_in": -1}, ValueError, "burn_in"),
+        ({"losses": []}, ValueError, "losses"),
+        ({"losses": [3]}, TypeError, "losses"),
+        ({"callbacks": [3]}, TypeError, "callbacks"),
+        ({"epochs": 2.5}, TypeError, "epochs"),
+        ({"seed": "a"}, TypeError, "seed"),
+    ],
+)
+def test_bad_arguments_name_the_argument(small_tree, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        fit(small_tree, **{"progress": False, **kwargs})
+
+
+def test_bad_trees_and_init_embeddings(tmp_path, small_tree):
+    with pytest.raises(TypeError, match="tree"):
+        fit({"a": None}, 2)
+    with pytest.raises(ValueError, match="at least 2 nodes"):
+        fit(balanced_tree(2, 0), 2)
+    with pytest.raises(ValueError, match="checkpoint"):
+        fit(small_tree, 2, checkpoint=tmp_path)
+    other_tree = balanced_tree(2, 2)
+    with pytest.raises(ValueError, match="losses"):
+        fit(small_tree, 2, losses=default_losses(other_tree))
+    start = construct(small_tree, 3)
+    with pytest.raises(ValueError, match="dim"):
+        fit(small_tree, 2, init=start)
+    with pytest.raises(ValueError, match="curvature"):
+        fit(small_tree, 3, init=start, curvature=2.0)
+    with pytest.raises(ValueError, match="init: tree names"):
+        fit(other_tree, 3, init=start)
+    assert math.isfinite(float(start.points.sum()))
