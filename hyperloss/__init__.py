@@ -37,6 +37,7 @@ from hyperloss.metrics import (
     spearman,
     spearman_ceiling,
 )
+from hyperloss.training import fit
 from hyperloss.trees import Tree, UnknownNodeError
 
 __version__ = "0.1.0"
@@ -55,6 +56,7 @@ __all__ = [
     "distortion",
     "evaluate",
     "expmap0",
+    "fit",
     "hyperbolic_radius",
     "lambda_rank_loss",
     "logmap0",
