@@ -19,6 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.spatial.distance import cdist
 
+from hyperloss import geometry
 from hyperloss.geometry import (
     LorentzDistance,
     expmap0,
@@ -177,6 +178,24 @@ def test_distance_matches_mpmath_for_nearly_coincident_points(radius, perturbati
     assert errors.max() <= 16 * EPS64, errors.max()  # measured: <= 4 ulp
 
 
+@pytest.mark.parametrize("radius", [0.5, 20.0, 40.0])
+@pytest.mark.parametrize("angle", [1e-3, 1e-8, 1e-13])
+def test_distance_matches_mpmath_for_points_of_equal_norm(radius, angle):
+    # y = x rotated by `angle` in one coordinate plane: |x_s| = |y_s| up to rounding, so the
+    # sign of |x_s| - |y_s| (which picks the expansion point of the angular term) is noise.
+    # Swapping two coordinates gives exactly equal norms.
+    generator = torch.Generator().manual_seed(17)
+    x = points_at_radius(radius, 12, 3, generator)
+    cos, sin = math.cos(angle), math.sin(angle)
+    rotated = x[:, 1:].clone()
+    rotated[:, 0] = cos * x[:, 1] - sin * x[:, 2]
+    rotated[:, 1] = sin * x[:, 1] + cos * x[:, 2]
+    swapped = x[:, [0, 2, 1, 3]]
+    for y in (with_time(rotated), swapped):
+        errors = relative_errors(lorentz_distance(x, y), x, y)
+        assert errors.max() <= 16 * EPS64, errors.max()  # measured: <= 3 ulp
+
+
 @pytest.mark.parametrize("radius", [1.0, 20.0, 30.0])
 @pytest.mark.parametrize("step", [1e-3, 1e-8])
 def test_distance_for_radially_separated_nearby_points_far_out(radius, step):
@@ -239,6 +258,33 @@ def test_distance_broadcasts_and_keepdim():
     torch.testing.assert_close(table, loop, rtol=0.0, atol=0.0)
     assert lorentz_distance(x[:, None, :], y, keepdim=True).shape == (3, 5, 1)
     assert lorentz_distance(x[0], x[0]).shape == ()
+
+
+@pytest.mark.parametrize(
+    "shapes", [((7, 1), (1, 9)), ((3, 5, 1), (1, 4)), ((6, 4), (6, 4)), ((2, 3, 1, 5), (3, 7, 1))]
+)
+def test_distance_in_blocks_has_the_same_bits_and_gradients(shapes, monkeypatch):
+    # Large broadcasts are computed block by block; shrinking the block size makes these small
+    # ones take that path. Values must not change at all, gradients only by summation order.
+    generator = torch.Generator().manual_seed(18)
+    x = expmap0(2.0 * torch.randn(*shapes[0], 3, dtype=F64, generator=generator))
+    y = expmap0(2.0 * torch.randn(*shapes[1], 3, dtype=F64, generator=generator))
+    y[..., :2, :] = with_time(torch.zeros(3, dtype=F64))  # some points at the origin
+    reference, reference_grads = _value_and_grads(lambda a, b: lorentz_distance(a, b), x, y)
+    for tile_pairs in (1, 2, 5):
+        monkeypatch.setattr(geometry, "_TILE_PAIRS", tile_pairs)
+        value, grads = _value_and_grads(lambda a, b: lorentz_distance(a, b), x, y)
+        assert torch.equal(value, reference)
+        for grad, reference_grad in zip(grads, reference_grads, strict=True):
+            torch.testing.assert_close(grad, reference_grad, rtol=1e-13, atol=1e-13)
+
+
+def _value_and_grads(fn, *inputs):
+    leaves = [t.clone().requires_grad_() for t in inputs]
+    value = fn(*leaves)
+    weights = torch.linspace(0.5, 1.5, value.numel(), dtype=value.dtype).reshape(value.shape)
+    grads = torch.autograd.grad((value * weights).sum(), leaves)
+    return value.detach(), grads
 
 
 def test_distance_float32_inputs():
@@ -573,6 +619,73 @@ def test_pairwise_gradient_reaches_parameters_of_the_distance_fn():
     result.sum().backward()
     expected = torch.tensor(cdist(x.numpy(), x.numpy()).sum(), dtype=F64)
     torch.testing.assert_close(scale.grad, expected)
+
+
+@pytest.mark.parametrize("curvature", [1.0, 0.7])
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_pairwise_lorentz_fast_path_has_the_bits_of_calling_it(curvature, symmetric, monkeypatch):
+    # pairwise_distances runs LorentzDistance's kernel on tiles instead of calling it per row
+    # block; a wrapper lambda takes the generic path. Same values bit for bit, for any tile
+    # size and chunk size; gradients equal up to summation order.
+    generator = torch.Generator().manual_seed(24)
+    x = points_at_radius(0.0, 23, 3, generator, curvature, jitter=4.0)
+    x[5] = x[11]  # coincident points off the diagonal
+    y = None if symmetric else points_at_radius(0.0, 17, 3, generator, curvature, jitter=4.0)
+    distance_fn = LorentzDistance(curvature)
+    inputs = (x,) if symmetric else (x, y)
+
+    def generic(*points, chunk_size=4):
+        return pairwise_distances(lambda a, b: distance_fn(a, b), *points, chunk_size=chunk_size)
+
+    reference, reference_grads = _value_and_grads(generic, *inputs)
+    for tile_pairs, chunk_size in ((1 << 16, 1024), (7, 1024), (7, 3), (1, 1)):
+        monkeypatch.setattr(geometry, "_TILE_PAIRS", tile_pairs)
+
+        def fast(*points, chunk_size=chunk_size):
+            return pairwise_distances(distance_fn, *points, chunk_size=chunk_size)
+
+        value, grads = _value_and_grads(fast, *inputs)
+        assert torch.equal(value, reference)
+        for grad, reference_grad in zip(grads, reference_grads, strict=True):
+            assert torch.isfinite(grad).all()
+            torch.testing.assert_close(grad, reference_grad, rtol=1e-12, atol=1e-12)
+
+
+def test_pairwise_lorentz_dtypes_and_empty_inputs():
+    generator = torch.Generator().manual_seed(25)
+    x = points_at_radius(0.0, 6, 2, generator, jitter=2.0)
+    distance_fn = LorentzDistance()
+    float32 = pairwise_distances(distance_fn, x.float())
+    assert float32.dtype == torch.float32
+    torch.testing.assert_close(
+        float32.double(), pairwise_distances(distance_fn, x), rtol=1e-5, atol=1e-6
+    )
+    assert pairwise_distances(distance_fn, x.float(), x).dtype == F64  # promoted
+    assert pairwise_distances(distance_fn, x[:0]).shape == (0, 0)
+    assert pairwise_distances(distance_fn, x, x[:0]).shape == (6, 0)
+
+
+def test_pairwise_lorentz_autograd_saves_no_pair_sized_tensors():
+    # The graph of pairwise_distances(LorentzDistance) holds per-point data only; a wrapper
+    # (generic path) holds every block's (rows, N) intermediates.
+    generator = torch.Generator().manual_seed(26)
+    n = 200
+    x = points_at_radius(0.0, n, 2, generator, jitter=3.0).requires_grad_()
+    distance_fn = LorentzDistance()
+
+    def saved_numel(fn):
+        sizes = []
+
+        def pack(tensor):
+            sizes.append(tensor.numel())
+            return tensor
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+            fn().sum().backward()
+        return sum(sizes)
+
+    assert saved_numel(lambda: pairwise_distances(distance_fn, x)) <= 20 * n
+    assert saved_numel(lambda: pairwise_distances(lambda a, b: distance_fn(a, b), x)) >= n * n
 
 
 def test_pairwise_without_autograd_returns_a_plain_tensor():
