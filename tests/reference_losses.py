@@ -1,13 +1,18 @@
 """Plain-loop references of the ranking losses, written straight from their definitions.
 
 They loop in Python over anchors, pairs and triples the way the research code did, with one
-torch scalar per term so autograd gives their gradients. ``tests/test_losses.py`` holds the
-vectorized losses against them; ``benchmarks/losses.py`` times them.
+torch scalar per term so autograd gives their gradients. ``reference_rank_order_loss`` and
+``reference_lambda_rank_loss`` take the embedding distances as given (like the functional
+losses); the ``..._from_points`` versions start, like the modules, from points, names and a
+distance callable, and compute each distance with its own ``distance_fn`` call inside the
+loops, as the research code did. ``tests/test_losses.py`` holds the vectorized losses and
+modules against them; ``benchmarks/losses.py`` times them.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -116,3 +121,107 @@ def reference_lambda_rank_loss(
     if reduction == "sum":
         return per_anchor.sum()
     return per_anchor.sum() / max(valid_anchors, 1)
+
+
+# ----------------------------------------------------------------------------------------------
+# From points, the way the research code ran: one distance_fn call per pair inside the loops
+# ----------------------------------------------------------------------------------------------
+
+
+def reference_rank_order_loss_from_points(
+    embeddings: Tensor,
+    codes: Sequence[str] | Tensor,
+    distance_fn: Callable[[Tensor, Tensor], Tensor],
+    tree_distances: Tensor,
+    code_to_idx: Mapping[str, int],
+    *,
+    weight: float = 0.1,
+    margin: float = 0.1,
+    min_distance: float = 0.1,
+    reduction: str = "violations",
+) -> Tensor:
+    """``RankOrderPreservationLoss`` from points and names by plain loops.
+
+    Names not in ``code_to_idx`` are dropped (a LongTensor of tree indices is used as is); each
+    embedding distance is one ``distance_fn(x_i, x_j)`` call on two single points, made in a
+    loop over the pairs ``i < j`` of kept rows; then :func:`reference_rank_order_loss`.
+    """
+    if isinstance(codes, Tensor):
+        tree_rows = [int(index) for index in codes]
+    else:
+        tree_rows = [code_to_idx.get(code) for code in codes]
+    kept = [row for row, tree_row in enumerate(tree_rows) if tree_row is not None]
+    n = len(kept)
+    if n < 3:
+        zero = embeddings.sum() * 0.0
+        return zero.expand(len(tree_rows)).clone() if reduction == "none" else zero
+    rows = [[embeddings.new_zeros(()) for _ in range(n)] for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            distance = distance_fn(embeddings[kept[i]], embeddings[kept[j]])
+            rows[i][j] = rows[j][i] = distance
+    embedding_distances = torch.stack([torch.stack(row) for row in rows])
+    kept_tree_rows = [tree_rows[row] for row in kept]
+    tree_block = tree_distances[kept_tree_rows][:, kept_tree_rows].to(torch.float64)
+    loss = weight * reference_rank_order_loss(
+        embedding_distances,
+        tree_block,
+        margin=margin,
+        min_distance=min_distance,
+        reduction=reduction,
+    )
+    if reduction != "none":
+        return loss
+    per_row = [embeddings.new_zeros(()) for _ in tree_rows]
+    for position, row in enumerate(kept):
+        per_row[row] = loss[position]
+    return torch.stack(per_row)
+
+
+def reference_lambda_rank_loss_from_points(
+    anchor_emb: Tensor,
+    positive_emb: Tensor,
+    negative_embs: Tensor,
+    anchor_codes: Sequence[str],
+    positive_codes: Sequence[str],
+    negative_codes: Sequence[Sequence[str]],
+    distance_fn: Callable[[Tensor, Tensor], Tensor],
+    tree_distances: Tensor,
+    code_to_idx: Mapping[str, int],
+    *,
+    weight: float = 0.15,
+    sigma: float = 1.0,
+    ndcg_k: int = 10,
+    mask: Tensor | None = None,
+) -> Tensor:
+    """``LambdaRankLoss`` from points and names by plain loops over anchors and list items.
+
+    An anchor whose anchor or positive name is unknown is skipped; a negative whose name is
+    unknown or whose ``mask`` entry is False is dropped from its list. Each embedding distance
+    is one ``distance_fn(anchor, item)`` call on two single points; each list then goes
+    through :func:`reference_lambda_rank_loss`, and the result is ``weight`` times the mean
+    over the anchors kept.
+    """
+    k = len(negative_codes[0]) if len(negative_codes) else 0
+    losses = []
+    for b, (anchor, positive) in enumerate(zip(anchor_codes, positive_codes, strict=True)):
+        if anchor not in code_to_idx or positive not in code_to_idx:
+            continue
+        items = [(positive, positive_emb[b])]
+        for j, code in enumerate(negative_codes[b]):
+            if code in code_to_idx and (mask is None or bool(mask[b, j])):
+                items.append((code, negative_embs[b * k + j]))
+        distances = torch.stack([distance_fn(anchor_emb[b], point) for _, point in items])
+        tree_row = code_to_idx[anchor]
+        item_tree_distances = [float(tree_distances[tree_row, code_to_idx[c]]) for c, _ in items]
+        losses.append(
+            reference_lambda_rank_loss(
+                distances[None],
+                torch.tensor([item_tree_distances], dtype=torch.float64),
+                sigma=sigma,
+                ndcg_k=ndcg_k,
+            )
+        )
+    if not losses:
+        return (anchor_emb.sum() + positive_emb.sum() + negative_embs.sum()) * 0.0
+    return weight * torch.stack(losses).mean()

@@ -10,7 +10,12 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from reference_losses import reference_lambda_rank_loss, reference_rank_order_loss
+from reference_losses import (
+    reference_lambda_rank_loss,
+    reference_lambda_rank_loss_from_points,
+    reference_rank_order_loss,
+    reference_rank_order_loss_from_points,
+)
 
 from hyperloss.datasets import naics, random_tree
 from hyperloss.geometry import LorentzDistance
@@ -51,18 +56,6 @@ def grads_of(loss_fn, *tensors):
 
 def euclidean(x, y):
     return (x - y).norm(dim=-1)
-
-
-def loop_pairwise(distance_fn, points):
-    """(N, N) distances by one distance_fn call per pair (the research code's way)."""
-    n = points.shape[0]
-    rows = []
-    for i in range(n):
-        row = [
-            distance_fn(points[i], points[j]) if i != j else points.new_zeros(()) for j in range(n)
-        ]
-        rows.append(torch.stack(row))
-    return torch.stack(rows)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -408,24 +401,44 @@ def points_for(kind: str, n: int, seed: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("name", list(DISTANCES))
 def test_rank_order_module_matches_loop_reference(name):
+    # The from-points reference: one distance_fn call per pair inside its loops.
     distance_fn, kind = DISTANCES[name]
     tree = random_tree(16, seed=8)
-    loss_fn = RankOrderPreservationLoss.from_tree(tree, weight=0.7, margin=0.2, min_distance=0.1)
+    options = dict(weight=0.7, margin=0.2, min_distance=0.1)
+    loss_fn = RankOrderPreservationLoss.from_tree(tree, **options)
     codes = list(tree.names[1:]) + ["not-a-node", "also-unknown"]
     points = points_for(kind, len(codes), seed=2)
     value, (grad,) = grads_of(lambda x: loss_fn(x, codes, distance_fn), points)
 
     def reference(x):
-        kept = [i for i, code in enumerate(codes) if code in tree.index]
-        rows = [tree.index[codes[i]] for i in kept]
-        t = tree.distances()[rows][:, rows]
-        d = loop_pairwise(distance_fn, x[kept])
-        return 0.7 * reference_rank_order_loss(d, t, margin=0.2, min_distance=0.1)
+        return reference_rank_order_loss_from_points(
+            x, codes, distance_fn, tree.distances(), tree.index, **options
+        )
 
     expected, (expected_grad,) = grads_of(reference, points)
     torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-10)
     assert float(grad[-2:].abs().sum()) == 0.0  # dropped names get no gradient
+
+
+@pytest.mark.parametrize("reduction", ["violations", "mean", "sum", "none"])
+def test_rank_order_module_matches_from_points_reference_by_index(reduction):
+    tree = random_tree(14, seed=3)
+    options = dict(weight=0.4, margin=0.15, min_distance=0.1, reduction=reduction)
+    loss_fn = RankOrderPreservationLoss.from_tree(tree, **options)
+    rows = torch.tensor([5, 0, 9, 2, 13, 7, 11, 3, 1])
+    points = lorentz_points(len(rows), 3, seed=4, std=1.5)
+    value, (grad,) = grads_of(lambda x: loss_fn(x, rows, LorentzDistance()), points)
+
+    def reference(x):
+        return reference_rank_order_loss_from_points(
+            x, rows, LorentzDistance(), tree.distances(), tree.index, **options
+        )
+
+    expected, (expected_grad,) = grads_of(reference, points)
+    assert value.shape == expected.shape
+    torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-10)
 
 
 def test_rank_order_module_index_input_none_reduction_and_small_inputs():
@@ -558,33 +571,6 @@ def lambda_batch(tree, batch: int, k: int, seed: int, kind: str = "lorentz"):
     )
 
 
-def loop_lambda_reference(loss_fn, tree, batch, distance_fn, mask=None):
-    """Per anchor, by loops: skip unknown anchors, drop unknown / masked negatives."""
-    t_all = tree.distances()
-    index = tree.index
-    k = len(batch["negative_codes"][0])
-
-    def reference(anchor_emb, positive_emb, negative_embs):
-        losses = []
-        for b, (a, p) in enumerate(
-            zip(batch["anchor_codes"], batch["positive_codes"], strict=True)
-        ):
-            if a not in index or p not in index:
-                continue
-            items = [(p, positive_emb[b])]
-            for j, code in enumerate(batch["negative_codes"][b]):
-                if code in index and (mask is None or bool(mask[b, j])):
-                    items.append((code, negative_embs[b * k + j]))
-            d = torch.stack([distance_fn(anchor_emb[b], x) for _, x in items])[None]
-            t = torch.tensor([[float(t_all[index[a], index[c]]) for c, _ in items]], dtype=F64)
-            losses.append(
-                reference_lambda_rank_loss(d, t, sigma=loss_fn.sigma, ndcg_k=loss_fn.ndcg_k)
-            )
-        return loss_fn.weight * torch.stack(losses).mean()
-
-    return reference
-
-
 @pytest.mark.parametrize("name", list(DISTANCES))
 def test_lambda_rank_module_matches_loop_reference(name):
     distance_fn, kind = DISTANCES[name]
@@ -602,8 +588,13 @@ def test_lambda_rank_module_matches_loop_reference(name):
     def vectorized(*x):
         return loss_fn(*x, *codes, distance_fn, 6, 7, mask=mask)
 
+    def reference(*x):  # from points: one distance_fn call per (anchor, item) pair
+        return reference_lambda_rank_loss_from_points(
+            *x, *codes, distance_fn, tree.distances(), tree.index,
+            weight=0.5, sigma=1.5, ndcg_k=4, mask=mask,
+        )  # fmt: skip
+
     value, grads = grads_of(vectorized, *embs)
-    reference = loop_lambda_reference(loss_fn, tree, batch, distance_fn, mask)
     expected, expected_grads = grads_of(reference, *embs)
     torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
     for grad, expected_grad in zip(grads, expected_grads, strict=True):
