@@ -274,8 +274,9 @@ def pairwise_distances(
     Notes
     -----
     A :class:`LorentzDistance` (exactly that class, not a subclass or a wrapper) is not
-    called block by block: its kernel runs directly on cache-sized tiles of the matrix and
-    writes into one preallocated result, with the same bits as calling it. With autograd it
+    called block by block: its kernel runs directly on tiles of the matrix (cache-sized on the
+    CPU, large on an accelerator, and never more than ``chunk_size`` rows) and writes into one
+    preallocated result, with the same bits as calling it. With autograd it
     saves only per-point data (``O(N + M)``, not the blocks' ``O(N M)`` intermediates) and
     the backward pass recomputes each tile. Forward+backward of the ``2126 x 2126`` NAICS
     matrix then peaks at about 50 MiB above the inputs (35 MiB of it the result) instead of
@@ -565,8 +566,7 @@ def _distance_from(
     cosh_half_plus_one = (half_chord_sq + 1.0).sqrt_().add_(1.0)
     # D = 2 asinh(h) = 2 log1p(h + h^2 / (1 + sqrt(1 + h^2))): no cancellation for h >= 0,
     # within an ulp of torch.asinh, which is a much slower scalar loop on CPU.
-    distance = half_chord_sq / cosh_half_plus_one
-    distance.add_(sinh_half).log1p_()
+    distance = torch.addcdiv(sinh_half, half_chord_sq, cosh_half_plus_one).log1p_()
     # Times 2 / sqrt(c) with one rounding: an exact doubling when c = 1.
     if out is None:
         distance = distance.mul_(2.0) if sqrt_c == 1.0 else distance.div_(0.5 * sqrt_c)
@@ -612,7 +612,7 @@ class _LorentzDistanceFunction(torch.autograd.Function):
     angle between the points) that are not differentiable at the origin or at ``x = y`` even
     where the distance is; autograd through them would give NaN or wrong gradients there.
     The analytic gradient has a simple stable form instead. Large broadcasts are computed in
-    blocks of about ``_TILE_PAIRS`` pairs (the same bits). Saves the per-point parts and
+    blocks of about ``_tile_pairs`` pairs (the same bits). Saves the per-point parts and
     three per-pair tensors.
     """
 
@@ -622,7 +622,7 @@ class _LorentzDistanceFunction(torch.autograd.Function):
         pa = _point_parts(_coordinates_first(x, rank, sqrt_c))
         pb = _point_parts(_coordinates_first(y, rank, sqrt_c))
         shape = tuple(p if q == 1 else q for p, q in zip(pa.norm.shape, pb.norm.shape, strict=True))
-        blocks = list(_blocks(shape))
+        blocks = list(_blocks(shape, _tile_pairs(x)))
         needs_grad = ctx.needs_input_grad[0] or ctx.needs_input_grad[1]
         if len(blocks) == 1:
             norm_gap, half_chord_sq = _pair_terms(pa, pb)
@@ -683,18 +683,18 @@ class _LorentzDistanceFunction(torch.autograd.Function):
         return grad_x, grad_y, None
 
 
-def _blocks(shape: tuple[int, ...]):
-    """Index tuples (slices over the leading dims) of blocks of about ``_TILE_PAIRS`` entries
+def _blocks(shape: tuple[int, ...], tile_pairs: int):
+    """Index tuples (slices over the leading dims) of blocks of about ``tile_pairs`` entries
     covering ``shape``; the single block ``()`` when it is small."""
-    if len(shape) == 0 or math.prod(shape) <= 4 * _TILE_PAIRS:
+    if len(shape) == 0 or math.prod(shape) <= 4 * tile_pairs:
         yield ()
         return
     inner = math.prod(shape[1:])
-    step = max(1, _TILE_PAIRS // max(inner, 1))
+    step = max(1, tile_pairs // max(inner, 1))
     for start in range(0, shape[0], step):
         head = slice(start, min(start + step, shape[0]))
-        if inner > 4 * _TILE_PAIRS:
-            for rest in _blocks(shape[1:]):
+        if inner > 4 * tile_pairs:
+            for rest in _blocks(shape[1:], tile_pairs):
                 yield (head, *rest)
         else:
             yield (head,)
@@ -732,9 +732,15 @@ def _sum_coordinates(terms: Tensor) -> Tensor:
     return total
 
 
-# Pairs per tile in the pairwise fast path: each (rows, cols) temporary is then at most 512 KiB
-# in float64, so a tile's working set stays in cache (and is reused by the allocator).
+# Pairs per block or tile on the CPU: each temporary is then at most 512 KiB in float64, so a
+# tile's working set stays in cache (and is reused by the allocator). On an accelerator each op
+# is a kernel launch, so tiles are made much larger (about 128 MiB per float64 temporary).
 _TILE_PAIRS = 1 << 16
+_ACCELERATOR_TILE_PAIRS = 1 << 24
+
+
+def _tile_pairs(tensor: Tensor) -> int:
+    return _TILE_PAIRS if tensor.device.type == "cpu" else _ACCELERATOR_TILE_PAIRS
 
 
 class _PairwiseLorentzDistances(torch.autograd.Function):
@@ -753,7 +759,8 @@ class _PairwiseLorentzDistances(torch.autograd.Function):
         pa = _point_parts(_coordinates_first(x, 2, sqrt_c).contiguous())
         pb = pa if symmetric else _point_parts(_coordinates_first(y, 2, sqrt_c).contiguous())
         out = pa.norm.new_empty((pa.norm.shape[0], pb.norm.shape[0]))
-        for rows, cols, diagonal in _tiles(out.shape, symmetric, max_rows):
+        tile_pairs = _tile_pairs(x)
+        for rows, cols, diagonal in _tiles(out.shape, symmetric, max_rows, tile_pairs):
             _, half_chord_sq = _pair_terms(pa.select((rows, None)), pb.select((None, cols)))
             if diagonal:  # keep i < j, mirror it, and leave the diagonal 0
                 distance = _distance_from(half_chord_sq, sqrt_c)[0].triu_(1)
@@ -764,7 +771,7 @@ class _PairwiseLorentzDistances(torch.autograd.Function):
                     out[cols, rows] = distance.T
         if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
             ctx.save_for_backward(*pa, *(() if symmetric else pb))
-            ctx.symmetric, ctx.max_rows = symmetric, max_rows
+            ctx.symmetric, ctx.max_rows, ctx.tile_pairs = symmetric, max_rows, tile_pairs
         return out
 
     @staticmethod
@@ -776,7 +783,8 @@ class _PairwiseLorentzDistances(torch.autograd.Function):
         needs_a, needs_b = ctx.needs_input_grad[:2]
         grad_a = torch.zeros_like(pa.coords)
         grad_b = grad_a if ctx.symmetric else torch.zeros_like(pb.coords)
-        for rows, cols, diagonal in _tiles(grad.shape, ctx.symmetric, ctx.max_rows):
+        tiles = _tiles(grad.shape, ctx.symmetric, ctx.max_rows, ctx.tile_pairs)
+        for rows, cols, diagonal in tiles:
             weight = grad[rows, cols]
             if ctx.symmetric:  # entry (i, j), i < j, is also entry (j, i)
                 weight = weight + grad[cols, rows].T
@@ -796,24 +804,24 @@ class _PairwiseLorentzDistances(torch.autograd.Function):
         return grad_x, grad_y, None, None
 
 
-def _tiles(shape: tuple[int, int], symmetric: bool, max_rows: int):
-    """``(rows, cols, diagonal)`` slices of about ``_TILE_PAIRS`` pairs covering a matrix.
+def _tiles(shape: tuple[int, int], symmetric: bool, max_rows: int, tile_pairs: int):
+    """``(rows, cols, diagonal)`` slices of about ``tile_pairs`` pairs covering a matrix.
 
     Symmetric: the upper triangle, by row bands; each band starts with its diagonal square
     (``diagonal`` True) and goes on to the right edge.
     """
     n_rows, n_cols = shape
     if symmetric:
-        band = max(1, min(max_rows, math.isqrt(_TILE_PAIRS)))
+        band = max(1, min(max_rows, math.isqrt(tile_pairs)))
         for start in range(0, n_rows, band):
             stop = min(start + band, n_rows)
             yield slice(start, stop), slice(start, stop), True
-            width = max(1, _TILE_PAIRS // (stop - start))
+            width = max(1, tile_pairs // (stop - start))
             for column in range(stop, n_cols, width):
                 yield slice(start, stop), slice(column, min(column + width, n_cols)), False
         return
-    width = max(1, min(n_cols, _TILE_PAIRS))
-    band = max(1, min(max_rows, _TILE_PAIRS // width))
+    width = max(1, min(n_cols, tile_pairs))
+    band = max(1, min(max_rows, tile_pairs // width))
     for start in range(0, n_rows, band):
         for column in range(0, n_cols, width):
             rows = slice(start, min(start + band, n_rows))
