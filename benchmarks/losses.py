@@ -10,13 +10,17 @@ CPU thread (``torch.set_num_threads(1)``), float64, points on the Lorentz model 
 rank-order rows uniformly; the LambdaRank lists by ``hyperloss.sampling.ListSampler`` with the
 defaults that ``fit`` uses).
 
-* ``module``: the ``nn.Module`` from points and names (distances, tree lookup, loss) + backward.
-* ``loss only``: the functional form on a leaf ``(N, N)`` / ``(B, 1 + K)`` distance tensor
-  + backward.
-* ``loop reference``: ``tests/reference_losses.py`` (the same code the tests hold the losses
-  against: Python loops over anchors, pairs and triples with one torch scalar per term) on the
-  same leaf distance tensor + backward. It gets its distances for free, so the ``module``
-  speed-up is a conservative one.
+Two like-for-like comparisons, each against a plain-loop reference from
+``tests/reference_losses.py`` (the code the tests hold the losses against: Python loops over
+anchors, pairs and triples with one torch scalar per term):
+
+* from points: ``module``, the ``nn.Module`` from points and names (distances, tree lookup,
+  loss) + backward, against ``loop, from points``, the research code's way: the same loops
+  with each embedding distance computed inside them by its own ``distance_fn`` call on two
+  points (``reference_*_from_points``) + backward.
+* from distances: ``loss only``, the functional form on a leaf ``(N, N)`` / ``(B, 1 + K)``
+  distance tensor + backward, against ``loop, distances given``, the loops on the same leaf
+  distance tensor (``reference_rank_order_loss`` / ``reference_lambda_rank_loss``) + backward.
 * ``peak memory``: peak resident set size during one forward+backward minus the resident set
   size just before it, in a fresh subprocess per size after a warm-up. The kernel's peak
   (``VmHWM``) is reset first through ``/proc/self/clear_refs`` and free heap memory is handed
@@ -48,7 +52,9 @@ sys.path.insert(0, str(ROOT / "tests"))  # the plain-loop references live beside
 
 from reference_losses import (  # noqa: E402
     reference_lambda_rank_loss,
+    reference_lambda_rank_loss_from_points,
     reference_rank_order_loss,
+    reference_rank_order_loss_from_points,
 )
 
 from hyperloss.datasets import naics  # noqa: E402
@@ -110,13 +116,38 @@ def compare_rank_order(n: int, repeats: int, reference_repeats: int) -> dict:
     def reference():
         return backward(weight * reference_rank_order_loss(distances, tree_distances, **options))
 
-    values = (backward(module(points, codes, distance)), loss_only(), reference())  # warm-up
+    all_tree_distances = tree.distances()
+
+    def reference_from_points():
+        loss = reference_rank_order_loss_from_points(
+            points, codes, distance, all_tree_distances, tree.index, **RANK_ORDER
+        )
+        return backward(loss)
+
+    def run_module():
+        return backward(module(points, codes, distance))
+
+    return _timed_row(
+        f"rank-order  N={n}",
+        (run_module, reference_from_points, loss_only, reference),
+        repeats,
+        reference_repeats,
+    )
+
+
+def _timed_row(case: str, runs, repeats: int, reference_repeats: int) -> dict:
+    """Medians of (module, from-points loop, loss only, distances-given loop) + value gap."""
+    run_module, reference_from_points, loss_only, reference = runs
+    values = [run() for run in runs]  # also the warm-up of the vectorized ones
     return dict(
-        case=f"rank-order  N={n}",
-        module=median_seconds(lambda: backward(module(points, codes, distance)), repeats),
+        case=case,
+        module=median_seconds(run_module, repeats),
+        reference_from_points=median_seconds(
+            reference_from_points, reference_repeats, warm_up=False
+        ),
         loss_only=median_seconds(loss_only, repeats),
         reference=median_seconds(reference, reference_repeats, warm_up=False),
-        value_gap=max(abs(v - values[2]) for v in values[:2]),
+        value_gap=max(abs(v - values[3]) for v in values[:3]),
     )
 
 
@@ -156,13 +187,20 @@ def compare_lambda_rank(batch: int, k: int, repeats: int, reference_repeats: int
     def reference():
         return backward(weight * reference_lambda_rank_loss(distances, tree_distances, **options))
 
-    values = (run_module(), loss_only(), reference())  # also the warm-up
-    return dict(
-        case=f"LambdaRank  B={batch}, K={k}",
-        module=median_seconds(run_module, repeats),
-        loss_only=median_seconds(loss_only, repeats),
-        reference=median_seconds(reference, reference_repeats, warm_up=False),
-        value_gap=max(abs(v - values[2]) for v in values[:2]),
+    all_tree_distances = tree.distances()
+
+    def reference_from_points():
+        loss = reference_lambda_rank_loss_from_points(
+            anchor_emb, positive_emb, negative_embs, *codes, distance, all_tree_distances,
+            tree.index, **LAMBDA_RANK,
+        )  # fmt: skip
+        return backward(loss)
+
+    return _timed_row(
+        f"LambdaRank  B={batch}, K={k}",
+        (run_module, reference_from_points, loss_only, reference),
+        repeats,
+        reference_repeats,
     )
 
 
@@ -251,31 +289,54 @@ def main() -> None:
 
     print(
         f"hyperloss.losses: forward+backward, median of {args.repeats} runs "
-        f"({args.reference_repeats} for the loop reference, 10/3/3 for N = 256/1,024/2,126); "
+        f"({args.reference_repeats} for the loop references, 10/3/3 for N = 256/1,024/2,126); "
         f"torch {torch.__version__}, 1 thread, float64, {platform.machine()} "
         f"({os.cpu_count()} cores, load average {load:.1f} at start); "
         "Lorentz points (dim 2), LorentzDistance; peak memory = "
         f"{memory_method} peak minus RSS before the pass, fresh subprocess per size"
     )
-    header = (
-        f"{'case':<32}{'module':>11}{'loss only':>11}{'loop reference':>16}"
-        f"{'speed-up (module)':>19}{'speed-up (loss only)':>22}{'peak memory':>13}"
-    )
+    columns = [
+        ("case", 32, "<"),
+        ("module", 11, ">"),
+        ("loop, from points", 19, ">"),
+        ("speed-up", 10, ">"),
+        ("loss only", 12, ">"),
+        ("loop, distances given", 23, ">"),
+        ("speed-up", 10, ">"),
+        ("peak memory", 13, ">"),
+    ]
+    widths = [width for _, width, _ in columns]
+    group_from_points = "from points: module vs loop".center(sum(widths[1:4]) - 2, "-")
+    group_from_distances = "from distances: loss vs loop".center(sum(widths[4:7]) - 2, "-")
+    print(f"{'':<{widths[0]}}  {group_from_points}  {group_from_distances}")
+    header = "".join(f"{name:{align}{width}}" for name, width, align in columns)
     print(header)
     print("-" * len(header))
     gaps = []
     for row in rows:
-        reference = row.get("reference")
-        module_ratio = f"{reference / row['module']:,.0f}x" if reference else "-"
-        loss_ratio = f"{reference / row['loss_only']:,.0f}x" if reference else "-"
-        peak = f"{row['peak_mib']:,.0f} MiB" if "peak_mib" in row else "-"
-        print(
-            f"{row['case']:<32}{format_seconds(row['module']):>11}"
-            f"{format_seconds(row.get('loss_only')):>11}{format_seconds(reference):>16}"
-            f"{module_ratio:>19}{loss_ratio:>22}{peak:>13}"
-        )
+        from_points = row.get("reference_from_points")
+        given = row.get("reference")
+        cells = [
+            row["case"],
+            format_seconds(row["module"]),
+            format_seconds(from_points),
+            f"{from_points / row['module']:,.0f}x" if from_points else "-",
+            format_seconds(row.get("loss_only")),
+            format_seconds(given),
+            f"{given / row['loss_only']:,.0f}x" if given else "-",
+            f"{row['peak_mib']:,.0f} MiB" if "peak_mib" in row else "-",
+        ]
+        print("".join(f"{c:{a}{w}}" for c, (_, w, a) in zip(cells, columns, strict=True)))
         if "value_gap" in row:
             gaps.append(row["value_gap"])
+    print(
+        "from points: both sides take points, names and LorentzDistance; the loop calls "
+        "distance_fn once per pair inside its loops (the research code's way)."
+    )
+    print(
+        "from distances: both sides take the same leaf tensor of embedding distances "
+        "(the loop gets its distances for free)."
+    )
     print(f"largest |vectorized - reference| loss value in the compared rows: {max(gaps):.1e}")
 
 
