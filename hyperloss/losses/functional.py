@@ -258,11 +258,9 @@ def lambda_rank_loss(
         raise ValueError(f"reduction must be one of {_LAMBDA_RANK_REDUCTIONS}, got {reduction!r}")
     device = embedding_distances.device
     tree_distances = tree_distances.to(device=device, dtype=torch.float64)
+    valid = None
     if mask is None:
-        valid = None
-        finite = torch.isfinite(embedding_distances).all() & torch.isfinite(tree_distances).all()
-        if not bool(finite):
-            raise ValueError("embedding_distances or tree_distances contains NaN or inf")
+        _check_lists_finite(embedding_distances, tree_distances)
     else:
         if not isinstance(mask, Tensor):
             raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
@@ -272,6 +270,42 @@ def lambda_rank_loss(
                 f"{tuple(embedding_distances.shape)}, got {tuple(mask.shape)}"
             )
         valid = mask.to(device=device, dtype=torch.bool)
+    return _lambda_rank(embedding_distances, tree_distances, sigma, ndcg_k, valid, reduction)
+
+
+# --------------------------------------------------------------------------------------------
+# helpers
+
+
+def _check_lists_finite(embedding_distances: Tensor, tree_distances: Tensor) -> None:
+    """ValueError unless both (all-valid) lists are finite; one reduction per input.
+
+    A sum is finite only if every entry is (NaN and inf propagate); a sum that overflows from
+    finite entries falls back to the exact test.
+    """
+    total = float(embedding_distances.detach().sum()) + float(tree_distances.sum())
+    if not math.isfinite(total) and not (
+        bool(torch.isfinite(embedding_distances).all())
+        and bool(torch.isfinite(tree_distances).all())
+    ):
+        raise ValueError("embedding_distances or tree_distances contains NaN or inf")
+
+
+def _lambda_rank(
+    embedding_distances: Tensor,
+    tree_distances: Tensor,
+    sigma: float,
+    ndcg_k: int,
+    valid: Tensor | None,
+    reduction: str,
+    scale: float = 1.0,
+) -> Tensor:
+    """:func:`lambda_rank_loss` on checked arguments, times ``scale``.
+
+    ``tree_distances`` is float64 on the device of ``embedding_distances``; ``valid`` a bool
+    mask (finiteness checked here) or None (both lists already checked finite).
+    """
+    if valid is not None:
         if not bool((torch.isfinite(embedding_distances) | ~valid).all()):
             raise ValueError("embedding_distances contains NaN or inf at a valid item")
         if not bool((torch.isfinite(tree_distances) | ~valid).all()):
@@ -280,25 +314,22 @@ def lambda_rank_loss(
         # of a replaced entry is then exactly 0, not NaN).
         embedding_distances = torch.where(valid, embedding_distances, 0.0)
         tree_distances = torch.where(valid, tree_distances, 0.0)
-
     if embedding_distances.numel() == 0:
-        per_anchor = embedding_distances.sum(dim=1)
+        per_anchor = embedding_distances.sum(dim=1) * scale
         return per_anchor if reduction == "none" else per_anchor.sum()
+    if reduction == "mean":
+        valid_anchors = embedding_distances.shape[0] if valid is None else int(valid.any(1).sum())
+        scale = scale / max(valid_anchors, 1)
     with torch.no_grad():
-        pair_weights, row_scale = _lambda_pair_weights(
-            embedding_distances, tree_distances, valid, ndcg_k
+        pair_weights = _lambda_pair_weights(
+            embedding_distances, tree_distances, valid, ndcg_k, scale
         )
-    per_anchor = _LambdaPairLoss.apply(embedding_distances, pair_weights, row_scale, sigma)
-    if reduction == "none":
-        return per_anchor
-    if reduction == "sum":
-        return per_anchor.sum()
-    valid_anchors = embedding_distances.shape[0] if valid is None else int(valid.any(1).sum())
-    return per_anchor.sum() / max(valid_anchors, 1)
-
-
-# --------------------------------------------------------------------------------------------
-# helpers
+    incidence = _pair_incidence(
+        embedding_distances.shape[1], embedding_distances.dtype, embedding_distances.device
+    )
+    return _LambdaPairLoss.apply(
+        embedding_distances, pair_weights, sigma, incidence, reduction != "none"
+    )
 
 
 def _rank_order_counts(
@@ -415,13 +446,15 @@ def _rank_order_block_counts(
 
 
 def _lambda_pair_weights(
-    distances: Tensor, tree_distances: Tensor, valid: Tensor | None, k: int
-) -> tuple[Tensor, Tensor]:
-    """|dNDCG@k| for every ordered pair (i, j) of valid items with rel_i > rel_j, else 0.
+    distances: Tensor, tree_distances: Tensor, valid: Tensor | None, k: int, scale: float
+) -> Tensor:
+    """Signed ``scale`` * |dNDCG@k| of every unordered pair of items (no autograd).
 
-    ``distances`` and ``tree_distances`` (B, n) hold 0 at invalid items. Returns the
-    |dDCG@k| (B, n, n) and 1 / IDCG@k (B,), float64: |dNDCG@k| is their product (the row
-    factor is applied to the (B,) sums, not to every pair).
+    ``distances`` and ``tree_distances`` (B, n) hold 0 at invalid items. Pairs are the
+    ``i < j`` in :func:`_pair_incidence` order, ``P = n (n - 1) / 2`` of them. Returns ``w``
+    (B, P) in the dtype of ``distances``: ``+|dNDCG|`` when ``r_i > r_j`` (the pair (i, j) of
+    the definition), ``-|dNDCG|`` when ``r_j > r_i`` (the pair (j, i)), 0 on ties, at invalid
+    items and for swaps that do not change DCG@k.
     """
     batch, n = distances.shape
     device = distances.device
@@ -434,60 +467,92 @@ def _lambda_pair_weights(
     if valid is not None:
         relevance = torch.where(valid, relevance, 0.0)
 
-    # 1-based positions in the current ranking (decreasing score = increasing distance), stable
-    # on ties; invalid items go last.
-    ranking_key = distances if valid is None else torch.where(valid, distances, math.inf)
-    order = torch.sort(ranking_key, dim=1, stable=True).indices
+    # Discount of each item at its 1-based position in the current ranking (decreasing score =
+    # increasing distance), stable on ties; invalid items go last. The ideal order (decreasing
+    # relevance) is the order of increasing tree distance: relevance is a non-increasing
+    # function of t (also in floating point), and invalid items (relevance 0 < any valid
+    # relevance) are keyed +inf. Both orders come from one sort.
+    keys = torch.cat([distances, tree_distances])  # (2B, n) float64
+    if valid is not None:
+        keys.masked_fill_(~torch.cat([valid, valid]), math.inf)
+    order = torch.sort(keys, dim=1, stable=True).indices
     discount_by_position = _discount_table(n, k, device)
-    positions = torch.empty_like(order).scatter_(
-        1, order, _position_table(n, device).expand_as(order)
+    discount = torch.empty_like(relevance).scatter_(
+        1, order[:batch], discount_by_position.expand(batch, n)
     )
-    discount = discount_by_position[positions]
-
-    # Relevances of invalid items are 0 < any valid relevance, so they sort last here.
-    ideal = torch.sort(relevance, dim=1, descending=True).values
-    ideal_dcg = (ideal * discount_by_position).sum(dim=1)
+    ideal_dcg = torch.mv(relevance.gather(1, order[batch:]), discount_by_position)
     if valid is not None:  # a row with no valid item has IDCG 0 (and no pair)
         ideal_dcg = torch.where(ideal_dcg > 0, ideal_dcg, 1.0)
 
-    # relu(r_i - r_j) keeps exactly the pairs with r_i > r_j (|r_i - r_j| there).
-    weights = torch.relu_(relevance[:, :, None] - relevance[:, None, :])
-    weights *= (discount[:, :, None] - discount[:, None, :]).abs_()
-    if valid is not None:
-        weights *= valid[:, :, None] & valid[:, None, :]
-    return weights, 1.0 / ideal_dcg
+    # r_i - r_j and D(p_i) - D(p_j) for every pair i < j, as products with the transposed
+    # incidence matrix (+1 at i, -1 at j: exact differences); |r_i - r_j| |dD| signed by
+    # r_i - r_j, times scale / IDCG@k of the row.
+    incidence_t = _pair_incidence_t(n, torch.float64, device)
+    weights = torch.mm(relevance, incidence_t)
+    weights *= torch.mm(discount, incidence_t).abs_()
+    weights *= (scale / ideal_dcg)[:, None]
+    if valid is not None:  # both items valid: the pair's |incidence| row meets 2 valid items
+        both_valid = torch.mm(valid.to(torch.float64), incidence_t.abs())
+        weights *= both_valid == 2.0
+    return weights.to(distances.dtype)
 
 
 class _LambdaPairLoss(torch.autograd.Function):
-    """Per-anchor sum_ij w_ij log(1 + exp(sigma (d_i - d_j))), with its gradient in closed form.
+    """Sum over the pairs i < j of |w_p| log(1 + exp(y_p)), per anchor or in all.
 
-    With s = -d, sigma * (d_i - d_j) = -sigma * (s_i - s_j). The forward pass also forms the
-    lambdas dL/dd (B, n), so the backward pass is one product (and the (B, n, n) intermediates
-    are not kept for it).
+    ``y_p = sign(w_p) sigma (d_i - d_j)``: for ``w_p > 0`` (r_i > r_j) the term is the pair
+    (i, j)'s ``log(1 + exp(sigma (d_i - d_j)))``, for ``w_p < 0`` the pair (j, i)'s; with
+    s = -d, sigma (d_i - d_j) = -sigma (s_i - s_j). Each unordered pair is evaluated once. The
+    forward pass also forms the lambdas dL/dd (B, n), so the backward pass is one product
+    (and the (B, P) intermediates are not kept for it).
     """
 
     @staticmethod
-    def forward(ctx, distances: Tensor, weights: Tensor, row_scale: Tensor, sigma: float) -> Tensor:
-        batch, n = distances.shape
-        weights = weights.to(distances.dtype).view(batch, -1)
-        row_scale = row_scale.to(distances.dtype)
-        scaled = sigma * distances
-        logits = (scaled[:, :, None] - scaled[:, None, :]).view(batch, -1)
-        # log(1 + e^x) = max(x, 0) + log1p(e^-|x|): exact for every x, no overflow.
-        pair_losses = torch.relu(logits) + torch.log1p(torch.exp(-logits.abs()))
-        per_anchor = torch.linalg.vecdot(weights, pair_losses) * row_scale
-        # d/dx log(1 + e^x) = sigmoid(x), 0.5 at x = 0; d/dd_i of sigma * (d_i - d_j) is +sigma
-        # and of sigma * (d_j - d_i) (pair (j, i)) -sigma.
-        pair_lambdas = (weights * torch.sigmoid(logits)).view(batch, n, n)
-        lambdas = (pair_lambdas.sum(dim=2) - pair_lambdas.sum(dim=1)) * (sigma * row_scale)[:, None]
+    def forward(
+        ctx, distances: Tensor, weights: Tensor, sigma: float, incidence: Tensor, reduce: bool
+    ) -> Tensor:
+        # sigma (d_i - d_j) for every pair i < j (the incidence product subtracts exactly).
+        scaled = distances if sigma == 1.0 else distances * sigma
+        logits = torch.mm(
+            scaled, _pair_incidence_t(incidence.shape[1], incidence.dtype, incidence.device)
+        )
+        logits *= torch.sign(weights)
+        # log(1 + e^y) = max(y, 0) + log1p(e^-|y|): exact for every y, no overflow.
+        # d/dy log(1 + e^y) = sigmoid(y), 0.5 at y = 0.
+        slopes = torch.sigmoid(logits)
+        pair_losses = logits.abs().neg_().exp_().log1p_()
+        pair_losses += logits.clamp_min_(0.0)
+        per_anchor = torch.linalg.vecdot(weights.abs(), pair_losses)
+        # dL/dd_i = sum over pairs of sigma |w| sigmoid(y) sign(w) (+1 at i, -1 at j).
+        lambdas = torch.mm(slopes.mul_(weights), incidence)
+        if sigma != 1.0:
+            lambdas *= sigma
         ctx.save_for_backward(lambdas)
-        return per_anchor
+        return per_anchor.sum() if reduce else per_anchor
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_per_anchor: Tensor) -> tuple[Tensor, None, None, None]:
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None, None]:
         (lambdas,) = ctx.saved_tensors
-        return grad_per_anchor[:, None] * lambdas, None, None, None
+        grad = grad[:, None] if grad.dim() == 1 else grad
+        return grad * lambdas, None, None, None, None
+
+
+@functools.lru_cache(maxsize=64)
+def _pair_incidence(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """(P, n) matrix of the pairs i < j (row-major order): +1 at column i, -1 at column j."""
+    first, second = torch.triu_indices(n, n, 1, device=device)
+    incidence = torch.zeros((first.numel(), n), dtype=dtype, device=device)
+    rows = torch.arange(first.numel(), device=device)
+    incidence[rows, first] = 1.0
+    incidence[rows, second] = -1.0
+    return incidence
+
+
+@functools.lru_cache(maxsize=64)
+def _pair_incidence_t(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """The transpose of :func:`_pair_incidence`, (n, P), contiguous."""
+    return _pair_incidence(n, dtype, device).T.contiguous()
 
 
 @functools.lru_cache(maxsize=64)
@@ -497,11 +562,6 @@ def _discount_table(n: int, k: int, device: torch.device) -> Tensor:
     table = 1.0 / torch.log2(positions + 1.0)
     table[k:] = 0.0
     return table
-
-
-@functools.lru_cache(maxsize=64)
-def _position_table(n: int, device: torch.device) -> Tensor:
-    return torch.arange(n, device=device)
 
 
 def _all_finite(values: Tensor) -> bool:

@@ -14,6 +14,7 @@ for example ``geoopt.Lorentz().dist``, ``geoopt.PoincareBall().dist``,
 
 from __future__ import annotations
 
+import array
 import math
 import numbers
 from collections.abc import Callable, Mapping, Sequence
@@ -23,7 +24,11 @@ import torch
 from torch import Tensor, nn
 
 from hyperloss.geometry import pairwise_distances
-from hyperloss.losses.functional import lambda_rank_loss, rank_order_preservation_loss
+from hyperloss.losses.functional import (
+    _check_lists_finite,
+    _lambda_rank,
+    rank_order_preservation_loss,
+)
 
 if TYPE_CHECKING:
     from hyperloss.trees import Tree
@@ -300,9 +305,14 @@ class LambdaRankLoss(nn.Module):
         """
         batch_size = _check_count(batch_size, "batch_size")
         k_negatives = _check_count(k_negatives, "k_negatives")
-        _check_points(anchor_emb, "anchor_emb")
-        _check_points(positive_emb, "positive_emb")
-        _check_points(negative_embs, "negative_embs")
+        _check_point_tensor(anchor_emb, "anchor_emb")
+        _check_point_tensor(positive_emb, "positive_emb")
+        _check_point_tensor(negative_embs, "negative_embs")
+        _check_all_finite(
+            (anchor_emb, "anchor_emb"),
+            (positive_emb, "positive_emb"),
+            (negative_embs, "negative_embs"),
+        )
         _check_callable(distance_fn)
         if anchor_emb.shape[0] != batch_size:
             raise ValueError(
@@ -320,19 +330,16 @@ class LambdaRankLoss(nn.Module):
                 f"{batch_size}, k_negatives={k_negatives}, got {tuple(negative_embs.shape)}"
             )
         device = anchor_emb.device
-        anchor_index = _codes_to_indices(
-            anchor_codes, self.code_to_idx, batch_size, "anchor_codes", self.tree_distances
+        lists = self._list_indices(
+            anchor_codes, positive_codes, negative_codes, batch_size, k_negatives
         )
-        positive_index = _codes_to_indices(
-            positive_codes, self.code_to_idx, batch_size, "positive_codes", self.tree_distances
-        )
-        negative_index = _negative_indices(
-            negative_codes, self.code_to_idx, batch_size, k_negatives, self.tree_distances
-        )
-        item_index = torch.cat([positive_index[:, None], negative_index], dim=1)
-        item_valid = (
-            (item_index >= 0) & (anchor_index >= 0)[:, None] & (positive_index >= 0)[:, None]
-        )
+        # rows: (B, 2 + K) tree rows [anchor, positive, negative_1, ...], -1 where unknown
+        rows, all_known = lists
+        anchor_index, item_index = rows[:, 0], rows[:, 1:]
+        if all_known and mask is None:
+            item_valid = None
+        else:
+            item_valid = (item_index >= 0) & (rows[:, :2] >= 0).all(dim=1, keepdim=True)
         if mask is not None:
             if not isinstance(mask, Tensor):
                 raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
@@ -342,7 +349,7 @@ class LambdaRankLoss(nn.Module):
                     f"{k_negatives}), got {tuple(mask.shape)}"
                 )
             item_valid[:, 1:] &= mask.to(device="cpu", dtype=torch.bool)
-        all_valid = bool(item_valid.all())
+        all_valid = item_valid is None or bool(item_valid.all())
 
         items = torch.cat(
             [positive_emb[:, None, :], negative_embs.reshape(batch_size, k_negatives, -1)], dim=1
@@ -355,25 +362,62 @@ class LambdaRankLoss(nn.Module):
             valid_pairs = item_valid.to(device).nonzero()
             if valid_pairs.shape[0] == 0:  # every anchor skipped: 0, still attached to the graph
                 return (anchor_emb.sum() + positive_emb.sum() + negative_embs.sum()) * 0.0
-            rows, columns = valid_pairs[:, 0], valid_pairs[:, 1]
-            pair_distances = _call_paired(distance_fn, anchor_emb[rows], items[rows, columns])
+            pair_rows, columns = valid_pairs[:, 0], valid_pairs[:, 1]
+            pair_distances = _call_paired(
+                distance_fn, anchor_emb[pair_rows], items[pair_rows, columns]
+            )
             embedding_distances = pair_distances.new_zeros(item_valid.shape)
-            embedding_distances = embedding_distances.index_put((rows, columns), pair_distances)
+            embedding_distances = embedding_distances.index_put(
+                (pair_rows, columns), pair_distances
+            )
 
-        tree_device = self.tree_distances.device
-        tree_distances = self.tree_distances[
-            anchor_index.clamp(min=0).to(tree_device)[:, None],
-            item_index.clamp(min=0).to(tree_device),
-        ]
-        loss = lambda_rank_loss(
-            embedding_distances,
-            tree_distances.to(device),
-            sigma=self.sigma,
-            ndcg_k=self.ndcg_k,
-            mask=None if all_valid else item_valid.to(device),
-            reduction="mean",
+        # Tree distances of the lists: one gather from the flattened matrix.
+        tree_distances = self.tree_distances
+        n_nodes = tree_distances.shape[0]
+        if all_known:
+            flat = anchor_index[:, None] * n_nodes + item_index
+        else:
+            flat = anchor_index.clamp(min=0)[:, None] * n_nodes + item_index.clamp(min=0)
+        tree_lists = tree_distances.reshape(-1).take(flat.to(tree_distances.device))
+        tree_lists = tree_lists.to(device=device, dtype=torch.float64)
+        if all_valid:
+            _check_lists_finite(embedding_distances, tree_lists)
+            valid = None
+        else:
+            valid = item_valid.to(device)
+        return _lambda_rank(
+            embedding_distances, tree_lists, self.sigma, self.ndcg_k, valid, "mean", self.weight
         )
-        return self.weight * loss
+
+    def _list_indices(
+        self,
+        anchor_codes: Any,
+        positive_codes: Any,
+        negative_codes: Any,
+        batch_size: int,
+        k_negatives: int,
+    ) -> tuple[Tensor, bool]:
+        """LongTensor (B, 2 + K) of tree rows [anchor, positive, negatives], -1 at unknown
+        names, and whether every name is known."""
+        if not any(isinstance(c, Tensor) for c in (anchor_codes, positive_codes, negative_codes)):
+            fast = _fast_list_indices(
+                self.code_to_idx, anchor_codes, positive_codes, negative_codes, k_negatives
+            )
+            if fast is not None:
+                rows, all_known = fast
+                if rows.numel() == batch_size * (k_negatives + 2):
+                    return rows.view(batch_size, k_negatives + 2), all_known
+        anchor_index = _codes_to_indices(
+            anchor_codes, self.code_to_idx, batch_size, "anchor_codes", self.tree_distances
+        )
+        positive_index = _codes_to_indices(
+            positive_codes, self.code_to_idx, batch_size, "positive_codes", self.tree_distances
+        )
+        negative_index = _negative_indices(
+            negative_codes, self.code_to_idx, batch_size, k_negatives, self.tree_distances
+        )
+        rows = torch.cat([anchor_index[:, None], positive_index[:, None], negative_index], dim=1)
+        return rows, bool((rows >= 0).all())
 
     def extra_repr(self) -> str:
         return (
@@ -522,6 +566,77 @@ def _negative_indices(
         flat.extend(row)
     indices = torch.tensor(_lookup(flat, code_to_idx), dtype=torch.int64)
     return indices.view(batch_size, k_negatives)
+
+
+def _fast_list_indices(
+    code_to_idx: dict[str, int],
+    anchor_codes: Any,
+    positive_codes: Any,
+    negative_codes: Any,
+    k_negatives: int,
+) -> tuple[Tensor, bool] | None:
+    """Tree rows of B lists of names in one lookup, or None (then the checked path decides).
+
+    Only for plain lists/tuples of ``str`` names whose rows all have ``k_negatives`` entries
+    and the same count; anything else (tensors, other sequences, odd lengths, non-str names)
+    returns None. Returns a LongTensor (B * (2 + K),) laid out per anchor as [anchor, positive,
+    negative_1, ..., negative_K] and whether every name was found.
+    """
+    sequences = (list, tuple)
+    if not (
+        type(anchor_codes) in sequences
+        and type(positive_codes) in sequences
+        and type(negative_codes) in sequences
+    ):
+        return None
+    batch = len(anchor_codes)
+    if len(positive_codes) != batch or len(negative_codes) != batch or batch == 0:
+        return None
+    names: list[Any] = []
+    extend = names.extend
+    for anchor, positive, row in zip(anchor_codes, positive_codes, negative_codes, strict=True):
+        if type(row) not in sequences or len(row) != k_negatives:
+            return None
+        names.append(anchor)
+        names.append(positive)
+        extend(row)
+    try:
+        found = list(map(code_to_idx.get, names))
+    except TypeError:  # an unhashable name: the exact lookup below
+        return None
+    if None in found:  # unknown (or non-str) names: the exact lookup below
+        if set(map(type, names)) != {str}:
+            return None
+        found = [-1 if index is None else index for index in found]
+        all_known = False
+    else:
+        # A name found in a dict of str keys is equal to a str; str() of a non-str name could
+        # still differ from it, so only plain str names take this path.
+        if set(map(type, names)) != {str}:
+            return None
+        all_known = True
+    return torch.frombuffer(array.array("q", found), dtype=torch.int64), all_known
+
+
+def _check_point_tensor(points: Any, name: str) -> None:
+    """Type, rank and dtype of a (N, D + 1) point tensor (finiteness: _check_all_finite)."""
+    if not isinstance(points, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(points).__name__}")
+    if points.dim() != 2:
+        raise ValueError(f"{name} must have shape (N, D + 1), got {tuple(points.shape)}")
+    if not points.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got {points.dtype}")
+
+
+def _check_all_finite(*named: tuple[Tensor, str]) -> None:
+    """ValueError naming the first tensor with NaN or inf; one sum per tensor when all are
+    finite (a sum is finite only if every entry is; an overflowing sum gets the exact test)."""
+    total = sum(float(points.detach().sum()) for points, _ in named)
+    if math.isfinite(total):
+        return
+    for points, name in named:
+        if not bool(torch.isfinite(points).all()):
+            raise ValueError(f"{name} contains NaN or inf")
 
 
 def _check_points(points: Any, name: str) -> None:
