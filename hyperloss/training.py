@@ -1,12 +1,53 @@
 """Fit a hyperbolic embedding of a tree with the ranking losses.
 
 :func:`fit` is the one-call entry point: it places the nodes (``init``), then minimises a
-weighted sum of :class:`~hyperloss.losses.RankOrderPreservationLoss` over random blocks of nodes
-and :class:`~hyperloss.losses.LambdaRankLoss` over sampled ranking lists, with a Riemannian Adam
-step, and returns an :class:`~hyperloss.embedding.Embedding`.
+weighted sum of ranking losses with a Riemannian Adam step, and returns an
+:class:`~hyperloss.embedding.Embedding`.
 
-See the docstring of :func:`fit` for the default objective, the schedule and the evidence
-behind them.
+Design and evidence
+-------------------
+All numbers: NAICS 2022 (2,126 nodes), ``hyperloss.metrics``, one seed, on the shared 2-core
+development machine (``torch.set_num_threads(1)``); Spearman over all pairs has a tie ceiling of
+0.9768 on NAICS (``metrics.spearman_ceiling``).
+
+*Parametrisation: tangent vectors at the origin.* Each point is stored as ``v`` with
+``x = expmap0(v)`` and stepped by :class:`TangentRiemannianAdam`, Riemannian Adam written in
+these coordinates. Evidence: from the 10-D construction (hyperbolic radius up to 23.5), one
+epoch of ``geoopt.optim.RiemannianAdam`` on a ``geoopt.ManifoldParameter`` turned points into
+NaN (the losses refused the embeddings at the second step); the tangent version stays finite
+and keeps NDCG@10 = 1.0. Near the origin both give the same steps (checked: identical metrics
+after 10 epochs from random points). ``parametrization="lorentz"`` keeps the geoopt path.
+
+*Objective.* ``default_losses``: :class:`~hyperloss.losses.RankOrderPreservationLoss`
+(weight 0.1) and :class:`GlobalRankLoss` (weight 10) on a block of 256 random nodes per step,
+:class:`~hyperloss.losses.LambdaRankLoss` (weight 10) on 128 lists of [positive within tree
+distance 2, 24 tree-weighted negatives]. Fine-tuning the 2-D construction (Spearman 0.9427,
+NDCG@10 0.99934), 60 epochs, lr 0.02, cosine schedule, best state kept:
+
+==========================================  =========  ========
+weights (rank-order, LambdaRank, global)    Spearman   NDCG@10
+==========================================  =========  ========
+1, 1, 0 (no global term; constant lr 0.01)   0.9649     0.99937
+0.1, 3, 2.5                                  0.9712     0.99936
+0.1, 3, 5                                    0.9720     0.99934
+0.1, 3, 10 (NDCG fell to 0.99924: kept       0.9427     0.99934
+construction)
+0.1, 10, 10 (default)                        0.9723     0.99938
+==========================================  =========  ========
+
+The global term (every pair against every pair, i.e. what Spearman measures) adds ~0.007
+Spearman; more LambdaRank weight protects NDCG@10; dropping the rank-order term lowered
+NDCG@10 (0.99903 vs 0.99927 in an otherwise equal run with an earlier global weighting). A
+constant learning rate let NDCG@10 drift down after ~20 epochs (constant lr 0.03: 0.9965 at
+epoch 30); the cosine decay keeps it. In 5 and 10 dimensions the construction is already at
+the Spearman ceiling with NDCG@10 = 1.0, and 60 epochs of fine-tuning leave both unchanged,
+so early stopping ends those runs after 5 evaluations.
+
+*From random points* (``init="random"``): points uniform in ``[-1e-3, 1e-3]^dim`` tangent
+coordinates, burn-in of 20 epochs at ``lr / 10``, then lr 0.1. 10-D, 150 epochs: Spearman
+0.811, NDCG@10 0.892 (lr 0.05 / burn-in 10: 0.771 / 0.900; uniform negatives: 0.897 / 0.735
+after 100 epochs; an extra fixed-scale stress term: 0.830 / 0.841). Training alone stalls well
+below the construction, which is why ``init="auto"`` means ``"construct"`` for ``dim >= 2``.
 """
 
 from __future__ import annotations
@@ -74,13 +115,15 @@ class GlobalRankLoss(nn.Module):
     :class:`~hyperloss.losses.RankOrderPreservationLoss` compares two distances from the same
     anchor; Spearman correlation compares every pair with every other pair. This loss does the
     latter on a block of nodes: over the ``P = n (n - 1) / 2`` pairs of the block, with
-    :math:`d` the embedding distances rescaled to the tree's mean
-    (:math:`\tilde d = d \cdot \bar t / \bar d`, the factor held constant, so the term
-    never changes the scale of the embedding) and :math:`t` the tree distances,
+    :math:`d` the embedding distances, :math:`t` the tree distances and
+    :math:`\rho = \bar d / \bar t` the current scale (held constant),
 
     .. math::
         L = \text{weight} \cdot \frac{1}{|\{(a, b): t_a < t_b\}|}
-            \sum_{(a, b):\, t_a < t_b} \max(0,\ \tilde d_a - \tilde d_b + \text{margin}).
+            \sum_{(a, b):\, t_a < t_b} \max(0,\ d_a - d_b + \rho\,\text{margin}).
+
+    The margin follows the scale, so the term neither grows nor shrinks the embedding, and its
+    gradient is of order one at any scale.
 
     Computed exactly without forming the ``P x P`` pairs: tree distances take few distinct
     values, so per level the hinge sums come from one sort and suffix sums
@@ -119,10 +162,13 @@ class GlobalRankLoss(nn.Module):
         pair_distances = distances[upper[0], upper[1]]
         codes = codes.to(self.tree_distances.device)
         pair_tree = self.tree_distances[codes[upper[0]], codes[upper[1]]]
-        scale = (pair_tree.mean() / pair_distances.detach().mean().clamp_min(1e-12)).to(
-            pair_distances.dtype
+        # The margin is taken relative to the current scale of the embedding (mean embedding
+        # distance per unit of tree distance, held constant), so the term is indifferent to the
+        # scale and its gradient stays O(1) whether the points are near the origin or far out.
+        scale = (pair_distances.detach().mean() / pair_tree.mean()).to(pair_distances.dtype)
+        return self.weight * global_rank_hinge(
+            pair_distances, pair_tree, float(self.margin * scale)
         )
-        return self.weight * global_rank_hinge(pair_distances * scale, pair_tree, self.margin)
 
     def extra_repr(self) -> str:
         return f"n_nodes={self.tree_distances.shape[0]}, weight={self.weight}, margin={self.margin}"
@@ -306,8 +352,8 @@ def fit(
     callbacks: Sequence[Callable[[FitState], bool | None]] = (),
     progress: bool = True,
     checkpoint: str | os.PathLike[str] | None = None,
-    eval_every: int = 3,
-    early_stopping: int | None = 5,
+    eval_every: int | None = None,
+    early_stopping: int | str | None = "auto",
     monitor: str = "ndcg@10+spearman",
     restore_best: bool = True,
     block_size: int = 256,
@@ -357,17 +403,22 @@ def fit(
         File to save the full training state to at every evaluation and at the end. If it
         exists when ``fit`` starts, training resumes from it (exactly: the result equals an
         uninterrupted run); it must come from a run with the same settings.
-    eval_every : int, default 5
-        Evaluate the monitoring metrics (Spearman, NDCG@10 on all nodes) every this many
-        epochs (and at the start and the end).
-    early_stopping : int, optional
-        Stop after this many evaluations without improvement of ``monitor``. None: never.
+    eval_every : int, optional
+        Evaluate the monitoring metrics (Spearman and NDCG@10 over all nodes) every this many
+        epochs, and at the start and the end. Default depends on ``init`` (Notes).
+    early_stopping : int, None or "auto", default "auto"
+        Stop after this many evaluations without improvement of ``monitor``; None: never.
+        ``"auto"``: 5 when starting from given points (construct / Embedding), None from
+        random points.
     monitor : str, default "ndcg@10+spearman"
         Metric to select the best state by: ``"spearman"``, ``"ndcg@10"`` or their sum
-        ``"ndcg@10+spearman"``.
+        ``"ndcg@10+spearman"``. When fine-tuning given points (construct / Embedding), a state
+        whose NDCG@10 is more than ``FINETUNE_NDCG_TOLERANCE`` (1e-4) below the starting one is
+        never selected.
     restore_best : bool, default True
         Return the best evaluated state (by ``monitor``; the starting state counts) rather than
-        the last one.
+        the last one. With a construct / Embedding start, fine-tuning therefore never returns an
+        NDCG@10 more than 1e-4 below the one it started from.
     block_size : int, default 256
         Nodes per block for the rank-order loss.
     k_negatives : int, default 24
@@ -378,6 +429,9 @@ def fit(
         Positives are nodes within this tree distance of the anchor.
     burn_in : int, optional
         Epochs at ``lr / 10`` at the start (Nickel & Kiela 2017). Default depends on ``init``.
+    schedule : {"cosine", "constant"}, default "cosine"
+        After the burn-in, the learning rate decays from ``lr`` to ``lr / 100`` along a
+        half cosine (or stays at ``lr``).
     parametrization : {"tangent", "lorentz"}, default "tangent"
         ``"tangent"``: points as tangent vectors at the origin optimized with
         :class:`TangentRiemannianAdam` (stable at any radius); ``"lorentz"``: one
@@ -392,7 +446,29 @@ def fit(
 
     Notes
     -----
-    Defaults (see the module docstring for the evidence).
+    Defaults that depend on the start (the module docstring has the evidence):
+
+    ============  ======  =====  =======  ==========  ==============
+    init          epochs  lr     burn_in  eval_every  early_stopping
+    ============  ======  =====  =======  ==========  ==============
+    construct     60      0.02   0        3           5
+    Embedding     60      0.02   0        3           5
+    random        150     0.1    20       10          None
+    ============  ======  =====  =======  ==========  ==============
+
+    Every epoch takes ``ceil(N / batch_size)`` steps; each step draws ``batch_size`` anchors
+    (in a random permutation of all nodes) with one positive and ``k_negatives`` negatives
+    each, and one block of ``block_size`` random nodes. All randomness comes from ``seed``,
+    so a run is deterministic; a checkpoint stores the points, the optimizer moments, the
+    sampler's generator state, the epoch and the best state, which makes resumption exact.
+
+    Examples
+    --------
+    >>> from hyperloss.datasets import balanced_tree
+    >>> tree = balanced_tree(2, 3)
+    >>> embedding = fit(tree, 2, epochs=5, progress=False)
+    >>> embedding.points.shape
+    torch.Size([15, 3])
     """
     config = _FitConfig.build(
         tree,
@@ -427,11 +503,15 @@ def fit(
 
 # Defaults per starting point; the evidence is in the module docstring.
 _DEFAULTS: dict[str, dict[str, Any]] = {
-    "construct": {"epochs": 60, "lr": 2e-2, "burn_in": 0},
-    "random": {"epochs": 300, "lr": 5e-2, "burn_in": 10},
-    "embedding": {"epochs": 60, "lr": 2e-2, "burn_in": 0},
+    "construct": {"epochs": 60, "lr": 2e-2, "burn_in": 0, "eval_every": 3, "early_stopping": 5},
+    "embedding": {"epochs": 60, "lr": 2e-2, "burn_in": 0, "eval_every": 3, "early_stopping": 5},
+    "random": {"epochs": 150, "lr": 1e-1, "burn_in": 20, "eval_every": 10, "early_stopping": None},
 }
 _MONITORS = ("ndcg@10+spearman", "ndcg@10", "spearman")
+# Fine-tuning from given points keeps NDCG@10 within this of where it started. A strict
+# "never lower" rejected every 2-D NAICS state: NDCG@10 moved by about 2e-5 (0.99931 ->
+# 0.9993, the same to four decimals) while Spearman rose from 0.943 to 0.960.
+FINETUNE_NDCG_TOLERANCE = 1e-4
 # Scale of the random initial tangent vectors (uniform in [-a, a] per coordinate), as in
 # Nickel & Kiela (2017).
 _RANDOM_INIT_SCALE = 1e-3
@@ -490,6 +570,7 @@ class _FitConfig:
         epochs = defaults["epochs"] if kw["epochs"] is None else kw["epochs"]
         lr = defaults["lr"] if kw["lr"] is None else kw["lr"]
         burn_in = defaults["burn_in"] if kw["burn_in"] is None else kw["burn_in"]
+        eval_every = defaults["eval_every"] if kw["eval_every"] is None else kw["eval_every"]
         callbacks = kw["callbacks"]
         if callable(callbacks) or not isinstance(callbacks, Sequence | tuple | list):
             raise TypeError("callbacks must be a sequence of callables")
@@ -504,6 +585,12 @@ class _FitConfig:
             if checkpoint.is_dir():
                 raise ValueError(f"checkpoint {str(checkpoint)!r} is a directory; give a file")
         early_stopping = kw["early_stopping"]
+        if isinstance(early_stopping, str):
+            if early_stopping != "auto":
+                raise ValueError(
+                    f"early_stopping must be an int >= 1, None or 'auto', got {early_stopping!r}"
+                )
+            early_stopping = defaults["early_stopping"]
         if early_stopping is not None:
             early_stopping = _check_int("early_stopping", early_stopping, minimum=1)
         if kw["monitor"] not in _MONITORS:
@@ -531,7 +618,7 @@ class _FitConfig:
             callbacks=list(callbacks),
             progress=bool(kw["progress"]),
             checkpoint=checkpoint,
-            eval_every=_check_int("eval_every", kw["eval_every"], minimum=1),
+            eval_every=_check_int("eval_every", eval_every, minimum=1),
             early_stopping=early_stopping,
             monitor=kw["monitor"],
             restore_best=bool(kw["restore_best"]),
@@ -665,6 +752,7 @@ class _Run:
         self.best: dict[str, Any] | None = None
         self.start_metrics: dict[str, float] | None = None
         self.stale = 0
+        self.best_value: float | None = None
 
     # ------------------------------------------------------------------ set-up
     def _objective(self) -> tuple[list[Callable[..., Tensor]], list[LambdaRankLoss]]:
@@ -838,19 +926,23 @@ class _Run:
         self.history.append(metrics)
         if self.start_metrics is None:
             self.start_metrics = dict(metrics)
-        score = self._score(metrics)
-        if self.best is None or score > self.best["score"]:
-            self.best = {"score": score, "metrics": dict(metrics), "points": points.clone()}
+        # Patience follows the plain monitor value: NDCG@10 often dips below its start for a
+        # few evaluations while Spearman climbs, then recovers (2-D NAICS, epochs 3-15).
+        value = sum(metrics[name] for name in self.config.monitor.split("+"))
+        if self.best_value is None or value > self.best_value:
+            self.best_value = value
             self.stale = 0
         else:
             self.stale += 1
+        score = self._score(value, metrics)
+        if self.best is None or score > self.best["score"]:
+            self.best = {"score": score, "metrics": dict(metrics), "points": points.clone()}
 
-    def _score(self, metrics: Mapping[str, float]) -> float:
-        """Monitor value; fine-tuning from given points never accepts a lower NDCG@10."""
-        value = sum(metrics[name] for name in self.config.monitor.split("+"))
+    def _score(self, value: float, metrics: Mapping[str, float]) -> float:
+        """Selection score; fine-tuning from given points never selects a lower NDCG@10."""
         start = self.start_metrics
         if self.config.init != "random" and start is not None:
-            if metrics["ndcg@10"] < start["ndcg@10"]:
+            if metrics["ndcg@10"] < start["ndcg@10"] - FINETUNE_NDCG_TOLERANCE:
                 return -math.inf
         return value
 
@@ -879,6 +971,7 @@ class _Run:
             "best": self.best,
             "start_metrics": self.start_metrics,
             "stale": self.stale,
+            "best_value": self.best_value,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
@@ -920,6 +1013,7 @@ class _Run:
         self.best = state["best"]
         self.start_metrics = state["start_metrics"]
         self.stale = state["stale"]
+        self.best_value = state["best_value"]
 
 
 def default_losses(tree: Any) -> list[nn.Module]:
@@ -928,13 +1022,13 @@ def default_losses(tree: Any) -> list[nn.Module]:
     Returns
     -------
     list of nn.Module
-        ``RankOrderPreservationLoss(weight=0.1)``, ``LambdaRankLoss(weight=3.0)`` and
+        ``RankOrderPreservationLoss(weight=0.1)``, ``LambdaRankLoss(weight=10.0)`` and
         ``GlobalRankLoss(weight=10.0)``; pass a modified copy as ``fit(losses=...)``.
     """
     tree_distances = tree.distances()
     return [
         RankOrderPreservationLoss(tree_distances, tree.index, weight=0.1, margin=0.1),
-        LambdaRankLoss(tree_distances, tree.index, weight=3.0, sigma=1.0, ndcg_k=10),
+        LambdaRankLoss(tree_distances, tree.index, weight=10.0, sigma=1.0, ndcg_k=10),
         GlobalRankLoss(tree_distances, weight=10.0, margin=0.1),
     ]
 
