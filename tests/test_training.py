@@ -31,6 +31,16 @@ from hyperloss.training import (
 )
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # The tensors here are small: extra threads only add synchronisation, which on a busy
+    # 2-core machine made these tests ~10x slower.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def small_tree():
     return balanced_tree(3, 3)  # 40 nodes, height 3
