@@ -108,15 +108,7 @@ def rank_order_preservation_loss(
     """
     _check_square_matrix(embedding_distances, "embedding_distances")
     _check_square_matrix(tree_distances, "tree_distances")
-    if not embedding_distances.is_floating_point():
-        raise TypeError(
-            f"embedding_distances must be a floating-point tensor, got {embedding_distances.dtype}"
-        )
-    if tree_distances.shape != embedding_distances.shape:
-        raise ValueError(
-            f"tree_distances must have the shape of embedding_distances "
-            f"{tuple(embedding_distances.shape)}, got {tuple(tree_distances.shape)}"
-        )
+    _check_distance_pair(embedding_distances, tree_distances)
     margin = _check_real(margin, "margin")
     if margin < 0:
         raise ValueError(f"margin must be >= 0, got {margin}")
@@ -237,15 +229,7 @@ def lambda_rank_loss(
             "embedding_distances must have shape (B, 1 + K), got "
             f"{tuple(embedding_distances.shape)}"
         )
-    if not embedding_distances.is_floating_point():
-        raise TypeError(
-            f"embedding_distances must be a floating-point tensor, got {embedding_distances.dtype}"
-        )
-    if tree_distances.shape != embedding_distances.shape:
-        raise ValueError(
-            f"tree_distances must have the shape of embedding_distances "
-            f"{tuple(embedding_distances.shape)}, got {tuple(tree_distances.shape)}"
-        )
+    _check_distance_pair(embedding_distances, tree_distances)
     sigma = _check_real(sigma, "sigma")
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
@@ -593,3 +577,16 @@ def _check_real(value: object, name: str) -> float:
     if not math.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     return value
+
+
+def _check_distance_pair(embedding_distances: Tensor, tree_distances: Tensor) -> None:
+    """Float embedding distances and tree distances of the same shape (both losses)."""
+    if not embedding_distances.is_floating_point():
+        raise TypeError(
+            f"embedding_distances must be a floating-point tensor, got {embedding_distances.dtype}"
+        )
+    if tree_distances.shape != embedding_distances.shape:
+        raise ValueError(
+            f"tree_distances must have the shape of embedding_distances "
+            f"{tuple(embedding_distances.shape)}, got {tuple(tree_distances.shape)}"
+        )
