@@ -21,9 +21,12 @@ Usage::
     The Poincaré disk picture (:func:`hyperloss.plotting.plot_embedding`).
 
 Errors in the input (a missing file, a malformed TSV line, an unknown name, an output directory
-that already exists without ``--force``, a bad flag value) print one line on stderr and exit
-with status 1 (2 for command-line usage errors), without a traceback. Set the environment
-variable ``HYPERLOSS_DEBUG=1`` to get the traceback instead.
+that already exists without ``--force``, a checkpoint written with other settings, a bad flag
+value) and errors of the environment (``OSError``: permissions, a full disk) print one line on
+stderr and exit with status 1 (2 for command-line usage errors), without a traceback. Anything
+else is a bug: it prints the traceback and a line asking to report it, and exits with status 70
+(``EX_SOFTWARE``). Set the environment variable ``HYPERLOSS_DEBUG=1`` to have every error but a
+usage error raise with its traceback instead.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import os
 import shutil
 import sys
 import time
+import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
@@ -48,6 +52,8 @@ PLOT_FILE = "embedding.png"
 TREE_COPY = "tree.tsv"
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_INTERNAL = 70  # EX_SOFTWARE (sysexits.h): an internal software error
+REPORT_TO = "the hyperloss issue tracker"
 
 
 def _naics() -> Any:
@@ -61,7 +67,12 @@ DATASETS: dict[str, Callable[[], Any]] = {"naics": _naics}
 
 
 class CLIError(Exception):
-    """An error in the user's input: printed as one line, exit status ``code``."""
+    """An error in the user's input: printed as one line, exit status ``code``.
+
+    Only the command's own checks raise it, and the few places that convert a library's input
+    error (a ValueError about a file or name the user gave) into it; every other exception
+    that reaches :func:`main` is an internal error.
+    """
 
     def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
         super().__init__(message)
@@ -79,34 +90,48 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        0 on success, 1 for an input error (message on stderr), 2 for a usage error.
+        0 on success; 1 for an input or environment error (one line on stderr); 2 for a usage
+        error; 70 for an internal error (traceback and where to report it on stderr); 130 when
+        interrupted.
+
+    Raises
+    ------
+    Exception
+        Only with ``HYPERLOSS_DEBUG=1`` set: the error itself, with its traceback.
     """
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
         return int(args.handler(args) or 0)
-    except CLIError as error:
-        return _fail(str(error), error.code)
     except SystemExit as exit_:  # --help / --version
         return exit_.code if isinstance(exit_.code, int) else 0
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
+    except CLIError as error:
+        if _debug() and error.code != EXIT_USAGE:
+            raise
+        return _fail(str(error), error.code)
     except BrokenPipeError:
         # Output piped into e.g. `head`, which exited: stop quietly, as Unix tools do.
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 141
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError) as error:
+    except OSError as error:
+        # The environment, not the code: a file that cannot be read or written, a full disk.
         if _debug():
             raise
         return _fail(_os_message(error), EXIT_ERROR)
-    except (ValueError, TypeError, KeyError, OSError) as error:
-        # Library input checks raise ValueError/TypeError naming the argument; show them as the
-        # one-line message the user needs, unless debugging.
+    except Exception:
+        # Not an input error (those are CLIErrors by now): a bug. A ValueError from deep inside
+        # the training must not pass for bad input, so it gets its traceback.
         if _debug():
             raise
-        message = error.args[0] if isinstance(error, KeyError) and error.args else error
-        return _fail(str(message), EXIT_ERROR)
+        traceback.print_exc()
+        print(
+            f"{PROG}: internal error, please report it at {REPORT_TO} with the traceback above",
+            file=sys.stderr,
+        )
+        return EXIT_INTERNAL
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -230,8 +255,6 @@ def _embed(args: argparse.Namespace) -> int:
     if len(tree.names) < 2:
         raise CLIError(f"the tree has {len(tree.names)} node; need at least 2 to embed")
 
-    from hyperloss.training import fit
-
     options = {
         "epochs": args.epochs,
         "lr": args.lr,
@@ -243,7 +266,7 @@ def _embed(args: argparse.Namespace) -> int:
     }
     options = {key: value for key, value in options.items() if value is not None}
     start = time.perf_counter()
-    embedding = fit(tree, args.dim, progress=not args.no_progress, **options)
+    embedding = _fit(tree, args.dim, progress=not args.no_progress, options=options)
     fit_seconds = time.perf_counter() - start
     report = embedding.evaluate(tree)
     metrics = dict(report.as_dict())
@@ -292,6 +315,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"{str(args.directory)!r} does not say which tree was embedded (no {RUN_FILE}); "
             "give --tree FILE or --dataset naics"
         )
+    try:
+        embedding.points_for(tree)  # its one ValueError: the names differ from the tree's
+    except ValueError as error:
+        raise CLIError(f"{args.directory}: {error}") from error
     report = embedding.evaluate(tree)
     if args.json:
         print(json.dumps(report.as_dict(), indent=1))
@@ -389,6 +416,10 @@ def _prepare_output(out: Path, *, force: bool) -> None:
         raise CLIError(f"output path {str(out)!r} exists and is not a directory")
     if out.exists() and not force:
         raise CLIError(f"output directory {str(out)!r} already exists (use --force to overwrite)")
+    # Fail before training, not after it, when the directory cannot be created at all.
+    existing = next(parent for parent in out.absolute().parents if parent.exists())
+    if not out.exists() and not existing.is_dir():
+        raise CLIError(f"cannot create output directory {str(out)!r}: {str(existing)!r} is a file")
 
 
 def _clear_earlier_run(out: Path, *, keep_tree_copy: bool) -> None:
@@ -399,6 +430,23 @@ def _clear_earlier_run(out: Path, *, keep_tree_copy: bool) -> None:
     for name in names:
         if (out / name).is_file():
             (out / name).unlink()
+
+
+def _fit(tree: Any, dim: int, *, progress: bool, options: dict[str, Any]) -> Any:
+    """hyperloss.fit, with the errors about an existing checkpoint as input errors."""
+    from hyperloss.training import fit
+
+    checkpoint = options.get("checkpoint")
+    resuming = checkpoint is not None and Path(checkpoint).is_file()
+    try:
+        return fit(tree, dim, progress=progress, **options)
+    except ValueError as error:
+        # The command checks every other argument before; the one input only fit can check is
+        # an existing checkpoint (unreadable, not a checkpoint, written with other settings),
+        # and those errors name the file. Any other ValueError from fit is a bug.
+        if resuming and str(Path(checkpoint)) in str(error):
+            raise CLIError(str(error)) from error
+        raise
 
 
 def _load_tree(dataset: str | None, tsv: Path | None) -> Any:
@@ -418,7 +466,7 @@ def _load_tree(dataset: str | None, tsv: Path | None) -> Any:
         # read_tsv names the file and line for malformed lines; add the file where it did not.
         if os.fspath(tsv) not in message:
             message = f"{tsv}: {message}"
-        raise CLIError(message) from None
+        raise CLIError(message) from error
 
 
 def _load_embedding(directory: Path) -> Any:
@@ -431,7 +479,7 @@ def _load_embedding(directory: Path) -> Any:
     try:
         return Embedding.load(directory)
     except (FileNotFoundError, ValueError) as error:
-        raise CLIError(str(error)) from None
+        raise CLIError(str(error)) from error
 
 
 def _tree_for(args: argparse.Namespace) -> Any | None:
@@ -445,7 +493,12 @@ def _tree_for(args: argparse.Namespace) -> Any | None:
         record = json.loads(record_path.read_text(encoding="utf-8"))
         entry = record["tree"]
     except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as error:
-        raise CLIError(f"{str(record_path)!r} is unreadable: {error}") from None
+        raise CLIError(f"{str(record_path)!r} is unreadable: {error}") from error
+    if not isinstance(entry, str) or not entry:
+        raise CLIError(
+            f"{str(record_path)!r} is unreadable: 'tree' must be a dataset or a file name, "
+            f"got {entry!r}"
+        )
     if entry in DATASETS:
         return DATASETS[entry]()
     return _load_tree(None, args.directory / entry)

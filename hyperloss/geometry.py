@@ -199,7 +199,8 @@ class LorentzDistance:
     >>> distance_fn
     LorentzDistance(curvature=1.0)
     >>> x = expmap0(torch.tensor([[0.0, 0.0], [0.0, 2.0]], dtype=torch.float64))
-    >>> pairwise_distances(distance_fn, x)
+    >>> distances = pairwise_distances(distance_fn, x)  # 2 = the length of the tangent vector
+    >>> distances.round(decimals=12)  # exact up to the last bits of float64
     tensor([[0., 2.],
             [2., 0.]], dtype=torch.float64)
     """

@@ -1,6 +1,8 @@
 """The hyperloss command: embed -> evaluate -> nearest on a tiny TSV, and every bad input."""
 
+import errno
 import json
+import os
 import subprocess
 import sys
 
@@ -8,7 +10,7 @@ import mpmath
 import numpy as np
 import pytest
 
-from hyperloss.cli import main
+from hyperloss.cli import CLIError, main
 from hyperloss.embedding import Embedding
 
 TINY_TSV = """\
@@ -255,3 +257,145 @@ def test_no_command_and_help(capsys):
     assert "COMMAND" in line
     assert main(["--help"]) == 0
     assert "embed" in capsys.readouterr().out
+
+
+def test_checkpoint_of_other_settings_is_an_input_error(tiny_tsv, tmp_path, capsys):
+    checkpoint = tmp_path / "state.pt"
+    base = ["embed", "--tree", str(tiny_tsv), "--no-plot", "--checkpoint", str(checkpoint)]
+    assert main([*base, "--out", str(tmp_path / "first"), *FAST]) == 0
+    capsys.readouterr()
+    line = one_line_error(
+        capsys, 1, main([*base, "--out", str(tmp_path / "second"), "--dim", "3", *FAST])
+    )
+    assert str(checkpoint) in line and "other settings" in line
+    checkpoint.write_bytes(b"not a checkpoint")
+    line = one_line_error(capsys, 1, main([*base, "--out", str(tmp_path / "third"), *FAST]))
+    assert str(checkpoint) in line and "not a readable checkpoint" in line
+
+
+def test_evaluate_against_another_tree(run_dir, tmp_path, capsys):
+    other = tmp_path / "other.tsv"
+    other.write_text("a\troot\nb\troot\n", encoding="utf-8")
+    line = one_line_error(capsys, 1, main(["evaluate", str(run_dir), "--tree", str(other)]))
+    assert str(run_dir) in line and "do not match" in line
+
+
+def test_run_record_naming_no_tree(run_dir, tmp_path, capsys):
+    copy = tmp_path / "copy"
+    Embedding.load(run_dir).save(copy)
+    (copy / "run.json").write_text(json.dumps({"tree": 5}), encoding="utf-8")
+    line = one_line_error(capsys, 1, main(["evaluate", str(copy)]))
+    assert "run.json" in line and "'tree' must be" in line
+
+
+def test_output_below_a_file_fails_before_training(tiny_tsv, tmp_path, capsys, monkeypatch):
+    import hyperloss.training
+
+    def no_fit(*args, **kwargs):
+        raise AssertionError("fit must not run")
+
+    monkeypatch.setattr(hyperloss.training, "fit", no_fit)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    argv = ["embed", "--tree", str(tiny_tsv), "--out", str(blocker / "sub" / "run")]
+    line = one_line_error(capsys, 1, main(argv))
+    assert "cannot create output directory" in line and "a-file' is a file" in line
+
+
+def test_environment_errors_are_one_line(tiny_tsv, tmp_path, capsys, monkeypatch):
+    """An OSError (here a full disk while saving) is the environment's, not a bug."""
+
+    def full_disk(self, directory):
+        path = os.path.join(directory, "points.npy")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), path)
+
+    monkeypatch.setattr(Embedding, "save", full_disk)
+    argv = ["embed", "--tree", str(tiny_tsv), "--out", str(tmp_path / "o"), *FAST]
+    line = one_line_error(capsys, 1, main(argv))
+    assert line == f"hyperloss: error: no space left on device: '{tmp_path / 'o' / 'points.npy'}'"
+
+
+# ------------------------------------------------------------------------- internal errors
+
+
+def internal_error(capsys, result):
+    """Exit 70, the traceback, then one line that says where to report it."""
+    captured = capsys.readouterr()
+    assert result == 70
+    lines = captured.err.strip().splitlines()
+    assert lines[0] == "Traceback (most recent call last):", captured.err
+    assert lines[-1] == (
+        "hyperloss: internal error, please report it at the hyperloss issue tracker "
+        "with the traceback above"
+    )
+    return lines
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RuntimeError("boom"),
+        IndexError("index 7 is out of bounds"),
+        FloatingPointError("non-finite loss"),
+        # a ValueError from inside the training is a bug too, not bad input
+        ValueError("operands could not be broadcast together"),
+    ],
+)
+def test_internal_errors_in_fit_show_the_traceback(tiny_tsv, tmp_path, capsys, monkeypatch, error):
+    import hyperloss.training
+
+    def broken_fit(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(hyperloss.training, "fit", broken_fit)
+    argv = ["embed", "--tree", str(tiny_tsv), "--out", str(tmp_path / "o"), *FAST]
+    lines = internal_error(capsys, main(argv))
+    assert f"{type(error).__name__}: {error}" in lines
+    assert any("broken_fit" in line for line in lines)
+    assert not (tmp_path / "o").exists()
+
+
+def test_internal_key_error_in_evaluate_is_not_an_unknown_name(run_dir, capsys, monkeypatch):
+    def broken_evaluate(self, tree, **kwargs):
+        raise KeyError("spearman")
+
+    monkeypatch.setattr(Embedding, "evaluate", broken_evaluate)
+    lines = internal_error(capsys, main(["evaluate", str(run_dir)]))
+    assert "KeyError: 'spearman'" in lines
+
+
+def test_debug_raises_internal_and_input_errors(run_dir, tiny_tsv, tmp_path, monkeypatch):
+    import hyperloss.training
+
+    def broken_fit(*args, **kwargs):
+        raise RuntimeError("boom")
+
+    monkeypatch.setenv("HYPERLOSS_DEBUG", "1")
+    monkeypatch.setattr(hyperloss.training, "fit", broken_fit)
+    with pytest.raises(RuntimeError, match="boom"):
+        main(["embed", "--tree", str(tiny_tsv), "--out", str(tmp_path / "o"), *FAST])
+    with pytest.raises(CLIError, match="unknown name 'a9'"):
+        main(["nearest", str(run_dir), "a9"])
+
+
+def test_python_dash_m_internal_error(tmp_path):
+    """The installed command path: traceback and report line on stderr, exit status 70."""
+    script = (
+        "import sys, hyperloss.training\n"
+        "def broken_fit(*args, **kwargs):\n"
+        "    raise RuntimeError('boom')\n"
+        "hyperloss.training.fit = broken_fit\n"
+        "from hyperloss.cli import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    tsv = tmp_path / "t.tsv"
+    tsv.write_text("a\troot\nb\troot\n", encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-c", script, "embed", "--tree", str(tsv), "--out", str(tmp_path / "o")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 70
+    assert "Traceback" in done.stderr and "RuntimeError: boom" in done.stderr
+    assert done.stderr.strip().splitlines()[-1].startswith("hyperloss: internal error")

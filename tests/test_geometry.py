@@ -709,7 +709,7 @@ def test_pairwise_empty_inputs():
         lambda a, b: (a - b).norm(),  # a scalar
         lambda a, b: (a - b).norm(dim=-1, keepdim=True),  # (rows, M, 1)
         lambda a, b: (a - b).norm(dim=0),  # reduces the wrong axis
-        lambda a, b: torch.mm(a, b.T),  # raises on 3-D input
+        lambda a, b: torch.mm(a, b.mT),  # torch.mm raises on the 3-D blocks
         lambda a, b: float((a - b).abs().sum()),  # not a tensor
     ],
 )
