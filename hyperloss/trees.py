@@ -624,7 +624,7 @@ class Tree:
         4M elements.
 
         The full matrix (``rows=None``) costs ``8 * N**2`` bytes (NAICS, 2,126 nodes: 36 MB;
-        20,000 nodes: 3.2 GB; ICD-10-CM, about 98,700 nodes: 78 GB), so it is refused past
+        20,000 nodes: 3.2 GB; ICD-10-CM, 98,506 nodes: 78 GB), so it is refused past
         :attr:`DENSE_LIMIT` nodes. For large trees use :meth:`distance` for chosen index pairs
         or ``rows=...`` for the full rows of chosen anchors (``8 * len(rows) * N`` bytes).
 
