@@ -40,6 +40,8 @@ IndexLike = int | Sequence[int] | Tensor
 _BLOCK_ELEMENTS = 1 << 22
 # Pairs per chunk in lca_index / distance: a dozen int64 temporaries of 2 MiB each.
 _PAIR_CHUNK = 1 << 18
+# _build vectorises per depth level when levels hold at least this many nodes on average.
+_LEVEL_WIDTH = 64
 
 
 class UnknownNodeError(KeyError, ValueError):
@@ -313,19 +315,9 @@ class Tree:
         depth_tensor = torch.tensor(depth, dtype=torch.long)
         set_slot(tree, "_parent", parent)
         set_slot(tree, "_depth", depth_tensor)
-        # Everything below is vectorised per depth level (a loop of `height` steps, not of N):
-        # 1M-node trees build in seconds. Breadth-first order makes each level a contiguous
-        # range whose parents all sit in the level above, already final.
         level_starts = (torch.nonzero(depth_tensor[1:] != depth_tensor[:-1]).flatten() + 1).tolist()
         bounds = (0, *level_starts, n_nodes)
         set_slot(tree, "_level_bounds", bounds)
-        level_ranges = [(bounds[d], bounds[d + 1]) for d in range(1, len(bounds) - 1)]
-
-        branch = torch.arange(n_nodes)
-        branch[0] = -1
-        for low, high in level_ranges[1:]:
-            branch[low:high] = branch[parent[low:high]]
-        set_slot(tree, "_branch", branch)
 
         # The children of v are the contiguous range first_child[v] + [0, child_count[v]).
         child_count = torch.bincount(parent[1:], minlength=n_nodes)
@@ -338,6 +330,14 @@ class Tree:
                 for first, count in zip(first_child.tolist(), child_count.tolist(), strict=True)
             ),
         )
+        # Per-level torch ops cost ~tens of microseconds each, a plain loop ~1 us per node:
+        # take the level loop only where levels are wide (random / real taxonomies), so that
+        # deep path-like trees do not pay ~height torch calls.
+        orders = (
+            _orders_by_level if _LEVEL_WIDTH * (len(bounds) - 2) <= n_nodes else _orders_by_node
+        )
+        branch, pre_start, subtree_size = orders(parent, bounds, first_child)
+        set_slot(tree, "_branch", branch)
 
         titles = {} if titles is None else titles
         if not isinstance(titles, Mapping):
@@ -351,18 +351,8 @@ class Tree:
 
         # Depth-first preorder (children in index order): the subtree of v is the contiguous
         # position range [pre_start[v], pre_end[v]); the distance computation relies on it.
-        # A child starts right after its parent plus the subtrees of its earlier siblings.
-        subtree_size = torch.ones(n_nodes, dtype=torch.long)
-        for low, high in reversed(level_ranges):
-            subtree_size.index_add_(0, parent[low:high], subtree_size[low:high].clone())
-        start = torch.zeros(n_nodes, dtype=torch.long)
-        for low, high in level_ranges:
-            level_parent = parent[low:high]
-            before = torch.cumsum(subtree_size[low:high], 0) - subtree_size[low:high]
-            before_siblings = before - before[first_child[level_parent] - low]
-            start[low:high] = start[level_parent] + 1 + before_siblings
-        set_slot(tree, "_pre_start", start)
-        set_slot(tree, "_pre_end", start + subtree_size)
+        set_slot(tree, "_pre_start", pre_start)
+        set_slot(tree, "_pre_end", pre_start + subtree_size)
         set_slot(tree, "_ancestor_table", _ancestor_table(tree._parent, tree.height))
         return tree
 
@@ -883,6 +873,62 @@ class _FrozenDict(dict):
 
     def __deepcopy__(self, memo):
         return self
+
+
+def _orders_by_level(
+    parent: Tensor, bounds: tuple[int, ...], first_child: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """``(branch, pre_start, subtree_size)`` with a few torch ops per depth level.
+
+    Breadth-first order makes each level a contiguous range whose parents sit in the level
+    above (already final). A child starts in preorder right after its parent plus the subtrees
+    of its earlier siblings (an exclusive cumsum within the sibling group).
+    """
+    n_nodes = parent.numel()
+    level_ranges = [(bounds[d], bounds[d + 1]) for d in range(1, len(bounds) - 1)]
+    branch = torch.arange(n_nodes)
+    branch[0] = -1
+    for low, high in level_ranges[1:]:
+        branch[low:high] = branch[parent[low:high]]
+    subtree_size = torch.ones(n_nodes, dtype=torch.long)
+    for low, high in reversed(level_ranges):
+        subtree_size.index_add_(0, parent[low:high], subtree_size[low:high].clone())
+    pre_start = torch.zeros(n_nodes, dtype=torch.long)
+    for low, high in level_ranges:
+        level_parent = parent[low:high]
+        before = torch.cumsum(subtree_size[low:high], 0) - subtree_size[low:high]
+        before_siblings = before - before[first_child[level_parent] - low]
+        pre_start[low:high] = pre_start[level_parent] + 1 + before_siblings
+    return branch, pre_start, subtree_size
+
+
+def _orders_by_node(
+    parent: Tensor, bounds: tuple[int, ...], first_child: Tensor
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The same as :func:`_orders_by_level` with plain loops over nodes (for deep trees)."""
+    parent_index = parent.tolist()
+    n_nodes = len(parent_index)
+    depth_one_end = bounds[2] if len(bounds) > 2 else n_nodes
+    branch = [-1] * n_nodes
+    for node in range(1, n_nodes):
+        branch[node] = node if node < depth_one_end else branch[parent_index[node]]
+    subtree_size = [1] * n_nodes
+    for node in range(n_nodes - 1, 0, -1):
+        subtree_size[parent_index[node]] += subtree_size[node]
+    first = first_child.tolist()
+    pre_start = [0] * n_nodes
+    for node in range(1, n_nodes):
+        # Children are visited in index order, so a child that is not the first one starts
+        # right after the subtree of its previous sibling (node - 1).
+        p = parent_index[node]
+        pre_start[node] = (
+            pre_start[p] + 1 if node == first[p] else (pre_start[node - 1] + subtree_size[node - 1])
+        )
+    return (
+        torch.tensor(branch, dtype=torch.long),
+        torch.tensor(pre_start, dtype=torch.long),
+        torch.tensor(subtree_size, dtype=torch.long),
+    )
 
 
 def _ancestor_table(parent: Tensor, height: int) -> Tensor:

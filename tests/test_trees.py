@@ -468,6 +468,33 @@ def test_distance_errors():
         tree.distance(0, 1, lineal_discount="0.5")
 
 
+@pytest.mark.parametrize("name", list(ON_DEMAND_TREES))
+def test_build_orders_by_level_and_by_node_agree(name):
+    # _build picks one of two implementations by the tree's shape; both must give the same
+    # branch / preorder / subtree sizes (their correctness is checked by the distance tests).
+    tree = ON_DEMAND_TREES[name]
+    parent = tree.parent
+    child_count = torch.bincount(parent[1:], minlength=len(tree))
+    first_child = torch.cumsum(child_count, 0) - child_count + 1
+    by_level = trees._orders_by_level(parent, tree._level_bounds, first_child)
+    by_node = trees._orders_by_node(parent, tree._level_bounds, first_child)
+    for level_result, node_result in zip(by_level, by_node, strict=True):
+        assert torch.equal(level_result, node_result)
+    assert torch.equal(by_level[0], tree.branch)
+    assert torch.equal(by_level[1], tree._pre_start)
+
+
+def test_deep_and_wide_trees_take_both_build_paths(monkeypatch):
+    # force each path on the same trees and compare the distances with the dense reference
+    for width in (0, 10**9):
+        monkeypatch.setattr(trees, "_LEVEL_WIDTH", width)
+        for tree in (random_tree(120, seed=8), path_tree(90), star_tree(40)):
+            rebuilt = pickle.loads(pickle.dumps(tree))
+            expected = reference_distances(tree.parent.tolist())
+            np.testing.assert_array_equal(rebuilt.distances().numpy(), expected)
+            assert torch.equal(rebuilt.branch, tree.branch)
+
+
 def test_dense_matrices_refused_past_dense_limit():
     assert Tree.DENSE_LIMIT == 20_000
     tree = random_tree(20_001, seed=1)
