@@ -468,6 +468,69 @@ def test_distance_errors():
         tree.distance(0, 1, lineal_discount="0.5")
 
 
+@pytest.mark.parametrize("name", list(ON_DEMAND_TREES))
+def test_build_orders_by_level_and_by_node_agree(name):
+    # _build picks one of two implementations by the tree's shape; both must give the same
+    # branch / preorder / subtree sizes (their correctness is checked by the distance tests).
+    tree = ON_DEMAND_TREES[name]
+    parent = tree.parent
+    child_count = torch.bincount(parent[1:], minlength=len(tree))
+    first_child = torch.cumsum(child_count, 0) - child_count + 1
+    by_level = trees._orders_by_level(parent, tree._level_bounds, first_child)
+    by_node = trees._orders_by_node(parent, tree._level_bounds, first_child)
+    for level_result, node_result in zip(by_level, by_node, strict=True):
+        assert torch.equal(level_result, node_result)
+    assert torch.equal(by_level[0], tree.branch)
+    assert torch.equal(by_level[1], tree._pre_start)
+
+
+def test_deep_and_wide_trees_take_both_build_paths(monkeypatch):
+    # force each path on the same trees and compare the distances with the dense reference
+    for width in (0, 10**9):
+        monkeypatch.setattr(trees, "_LEVEL_WIDTH", width)
+        for tree in (random_tree(120, seed=8), path_tree(90), star_tree(40)):
+            rebuilt = pickle.loads(pickle.dumps(tree))
+            expected = reference_distances(tree.parent.tolist())
+            np.testing.assert_array_equal(rebuilt.distances().numpy(), expected)
+            assert torch.equal(rebuilt.branch, tree.branch)
+
+
+def test_dense_matrices_refused_past_dense_limit():
+    assert Tree.DENSE_LIMIT == 20_000
+    tree = random_tree(20_001, seed=1)
+    dense_bytes = f"{8 * 20_001**2:,} bytes"
+    with pytest.raises(ValueError, match=dense_bytes) as refused:
+        tree.distances()
+    message = str(refused.value)
+    assert "tree.distance(u, v)" in message and "tree.distances(rows=...)" in message
+    assert "DENSE_LIMIT = 20,000" in message
+    with pytest.raises(ValueError, match=f"{20_001**2:,} bytes.*tree.closure\\(rows=...\\)"):
+        tree.closure()
+    # rows keep working at any size and agree with the pairwise distances
+    anchors = torch.tensor([0, 5, 20_000])
+    rows = tree.distances(rows=anchors, lineal_discount=0.5)
+    assert rows.shape == (3, 20_001)
+    everything = torch.arange(20_001)
+    assert torch.equal(rows, tree.distance(anchors[:, None], everything, lineal_discount=0.5))
+    closure_rows = tree.closure(rows=anchors)
+    lineal = tree.distance(anchors[:, None], everything) != tree.distance(
+        anchors[:, None], everything, lineal_discount=0.5
+    )
+    assert torch.equal(closure_rows, lineal)
+
+
+def test_dense_limit_boundary(monkeypatch):
+    tree = random_tree(50, seed=2)
+    monkeypatch.setattr(Tree, "DENSE_LIMIT", 50)
+    assert tree.distances().shape == tree.closure().shape == (50, 50)
+    monkeypatch.setattr(Tree, "DENSE_LIMIT", 49)
+    with pytest.raises(ValueError, match="more than Tree.DENSE_LIMIT = 49 nodes"):
+        tree.distances()
+    with pytest.raises(ValueError, match="more than Tree.DENSE_LIMIT = 49 nodes"):
+        tree.closure()
+    assert tree.distances(rows=[1, 2]).shape == (2, 50)
+
+
 # ---------------------------------------------------------------------- lookups
 def test_indices_and_unknown_names():
     tree = balanced_tree(2, 2)
