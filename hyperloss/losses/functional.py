@@ -23,6 +23,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from hyperloss.losses._validation import check_count, check_mask, check_nonnegative, check_real
 from hyperloss.relevance import tree_relevance
 
 __all__ = ["global_rank_loss", "lambda_rank_loss", "rank_order_preservation_loss"]
@@ -115,10 +116,8 @@ def rank_order_preservation_loss(
     _check_square_matrix(embedding_distances, "embedding_distances")
     _check_square_matrix(tree_distances, "tree_distances")
     _check_distance_pair(embedding_distances, tree_distances)
-    margin = _check_real(margin, "margin")
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    min_distance = _check_real(min_distance, "min_distance")
+    margin = check_nonnegative(margin, "margin")
+    min_distance = check_real(min_distance, "min_distance")
     if reduction not in _RANK_ORDER_REDUCTIONS:
         raise ValueError(f"reduction must be one of {_RANK_ORDER_REDUCTIONS}, got {reduction!r}")
     if chunk_size is not None and (
@@ -269,14 +268,10 @@ def lambda_rank_loss(
             f"{tuple(embedding_distances.shape)}"
         )
     _check_distance_pair(embedding_distances, tree_distances)
-    sigma = _check_real(sigma, "sigma")
+    sigma = check_real(sigma, "sigma")
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    if isinstance(ndcg_k, bool) or not isinstance(ndcg_k, numbers.Integral):
-        raise TypeError(f"ndcg_k must be an int, got {type(ndcg_k).__name__}")
-    if ndcg_k < 1:
-        raise ValueError(f"ndcg_k must be >= 1, got {ndcg_k}")
-    ndcg_k = int(ndcg_k)
+    ndcg_k = check_count(ndcg_k, "ndcg_k")
     if reduction not in _LAMBDA_RANK_REDUCTIONS:
         raise ValueError(f"reduction must be one of {_LAMBDA_RANK_REDUCTIONS}, got {reduction!r}")
     if relevance is not None and not callable(relevance):
@@ -287,7 +282,7 @@ def lambda_rank_loss(
     if mask is None:
         _check_lists_finite(embedding_distances, tree_distances)
     else:
-        _check_mask(mask, tuple(embedding_distances.shape), "mask")
+        check_mask(mask, tuple(embedding_distances.shape), "mask")
         valid = mask.to(device=device)
     return _lambda_rank(
         embedding_distances, tree_distances, sigma, ndcg_k, valid, reduction, relevance=relevance
@@ -382,9 +377,7 @@ def global_rank_loss(
     if embedding_distances.dim() == 2:
         _check_square_matrix(embedding_distances, "embedding_distances")
     _check_distance_pair(embedding_distances, tree_distances)
-    margin = _check_real(margin, "margin")
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
+    margin = check_nonnegative(margin, "margin")
     if not isinstance(relative_margin, bool):
         raise TypeError(f"relative_margin must be a bool, got {type(relative_margin).__name__}")
     if reduction not in _GLOBAL_RANK_REDUCTIONS:
@@ -420,16 +413,6 @@ def _check_lists_finite(embedding_distances: Tensor, tree_distances: Tensor) -> 
         and bool(torch.isfinite(tree_distances).all())
     ):
         raise ValueError("embedding_distances or tree_distances contains NaN or inf")
-
-
-def _check_mask(mask: object, shape: tuple[int, ...], name: str) -> None:
-    """TypeError/ValueError unless ``mask`` is a bool tensor of the given shape."""
-    if not isinstance(mask, Tensor):
-        raise TypeError(f"{name} must be a bool torch.Tensor or None, got {type(mask).__name__}")
-    if mask.dtype != torch.bool:
-        raise TypeError(f"{name} must be a bool tensor, got dtype {mask.dtype}")
-    if tuple(mask.shape) != shape:
-        raise ValueError(f"{name} must have shape {shape}, got {tuple(mask.shape)}")
 
 
 def _global_rank(
@@ -776,18 +759,6 @@ def _check_square_matrix(matrix: object, name: str) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(matrix).__name__}")
     if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"{name} must be a square (N, N) matrix, got shape {tuple(matrix.shape)}")
-
-
-def _check_real(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        if isinstance(value, Tensor) and value.numel() == 1:
-            value = value.item()
-        else:
-            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 def _check_distance_pair(embedding_distances: Tensor, tree_distances: Tensor) -> None:
