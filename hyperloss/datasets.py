@@ -113,16 +113,44 @@ def random_tree(n: int, seed: int = 0) -> Tree:
     if n > _MAX_SYNTHETIC_NODES:
         raise ValueError(f"n must be at most {_MAX_SYNTHETIC_NODES}, got {n}")
     generator = np.random.default_rng(int(seed))
-    creation_parent = generator.integers(0, np.arange(1, n)) if n > 1 else np.zeros(0, int)
-    by_creation = Tree.from_parents(
-        {"0": None, **{str(k): str(p) for k, p in enumerate(creation_parent.tolist(), start=1)}}
-    )
-    # Rename to breadth-first positions: the map below is already in index order, so the
-    # rebuilt tree keeps the same order with names equal to indices.
-    parent_index = by_creation.parent.tolist()
-    return Tree.from_parents(
-        {"0": None, **{str(k): str(parent_index[k]) for k in range(1, n)}},
-    )
+    # creation_parent[k] is the parent of creation-order node k (node 0, the root, has none).
+    creation_parent = np.zeros(n, dtype=np.int64)
+    if n > 1:
+        creation_parent[1:] = generator.integers(0, np.arange(1, n))
+    position = _breadth_first_positions(creation_parent)
+    parent_position = np.empty(n, dtype=np.int64)
+    parent_position[position] = position[creation_parent]
+    # Keys in breadth-first order with children after their parent in sibling order, so the
+    # tree indexes node "i" as i.
+    names = [str(i) for i in range(n)]
+    parents: dict[str, str | None] = {"0": None}
+    parents.update(zip(names[1:], (names[p] for p in parent_position[1:].tolist()), strict=True))
+    return Tree.from_parents(parents)
+
+
+def _breadth_first_positions(creation_parent: np.ndarray) -> np.ndarray:
+    """Breadth-first index of every creation-order node (parent ``creation_parent[k] < k``,
+    the root 0 pointing to itself): by depth, then by the parent's index, then by creation
+    order, which is the order :class:`Tree` gives the tree built from the creation-order map.
+    Vectorised: depths by pointer doubling, then one stable sort per level."""
+    n = creation_parent.size
+    depth = np.ones(n, dtype=np.int64)
+    depth[0] = 0
+    jump = creation_parent.copy()
+    # After the loop, depth[k] = edges from k to the root: each round doubles the jump length.
+    while np.any(jump != 0):
+        depth += depth[jump]  # the root has depth 0, so finished nodes stay put
+        jump = jump[jump]
+    position = np.empty(n, dtype=np.int64)
+    by_depth = np.argsort(depth, kind="stable")
+    level_sizes = np.bincount(depth)
+    offset = 0
+    for size in level_sizes.tolist():
+        level = by_depth[offset : offset + size]  # creation order within the level
+        order = np.argsort(position[creation_parent[level]], kind="stable") if offset else [0]
+        position[level[order]] = np.arange(offset, offset + size)
+        offset += size
+    return position
 
 
 def _check_int(value: object, name: str, *, minimum: int) -> None:

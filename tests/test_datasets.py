@@ -12,6 +12,7 @@ import scipy.sparse.csgraph
 import torch
 
 from hyperloss.datasets import balanced_tree, naics, random_tree
+from hyperloss.trees import Tree
 
 
 def test_naics_levels_and_size():
@@ -143,6 +144,38 @@ def test_random_tree_is_deterministic_and_bfs_named():
     assert all(0 <= parent[i] < i for i in range(1, 300))
     assert random_tree(1).names == ["0"] and len(random_tree(2)) == 2
     np.testing.assert_array_equal(first.distances().numpy(), scipy_distances(first))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 50, 2000])
+@pytest.mark.parametrize("seed", [0, 9])
+def test_random_tree_equals_the_creation_order_tree_renamed(n, seed):
+    # Oracle: the same random draws as a {creation child: creation parent} map, indexed by
+    # Tree itself; random_tree must be that tree with node i renamed to str(i).
+    generator = np.random.default_rng(seed)
+    creation_parent = generator.integers(0, np.arange(1, n)).tolist() if n > 1 else []
+    by_creation = Tree.from_parents(
+        {"0": None, **{str(k): str(p) for k, p in enumerate(creation_parent, start=1)}}
+    )
+    tree = random_tree(n, seed=seed)
+    assert torch.equal(tree.parent, by_creation.parent)
+    # creation node k keeps its parent: the renaming is a tree isomorphism
+    position = by_creation.indices([str(k) for k in range(n)]).tolist()
+    for k, p in enumerate(creation_parent, start=1):
+        assert tree.parent[position[k]].item() == position[p]
+
+
+def test_random_tree_scales_to_a_million_nodes():
+    start = time.perf_counter()
+    tree = random_tree(1_000_000, seed=0)
+    elapsed = time.perf_counter() - start
+    assert len(tree) == 1_000_000 and tree.names[-1] == "999999"
+    # height of a random recursive tree concentrates near e * ln(n) ~ 37.6; seed 0 gives 31
+    assert 20 <= tree.height <= 45
+    assert elapsed < 120, f"random_tree(1_000_000) took {elapsed:.0f} s"
+    anchors = torch.tensor([0, 999_999])
+    rows = tree.distances(rows=anchors)
+    assert torch.equal(rows[0], tree.depth.double())
+    assert torch.equal(rows[1], tree.distance(999_999, torch.arange(1_000_000)))
 
 
 def test_random_tree_shape_is_a_random_recursive_tree():

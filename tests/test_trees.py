@@ -468,6 +468,42 @@ def test_distance_errors():
         tree.distance(0, 1, lineal_discount="0.5")
 
 
+def test_dense_matrices_refused_past_dense_limit():
+    assert Tree.DENSE_LIMIT == 20_000
+    tree = random_tree(20_001, seed=1)
+    dense_bytes = f"{8 * 20_001**2:,} bytes"
+    with pytest.raises(ValueError, match=dense_bytes) as refused:
+        tree.distances()
+    message = str(refused.value)
+    assert "tree.distance(u, v)" in message and "tree.distances(rows=...)" in message
+    assert "DENSE_LIMIT = 20,000" in message
+    with pytest.raises(ValueError, match=f"{20_001**2:,} bytes.*tree.closure\\(rows=...\\)"):
+        tree.closure()
+    # rows keep working at any size and agree with the pairwise distances
+    anchors = torch.tensor([0, 5, 20_000])
+    rows = tree.distances(rows=anchors, lineal_discount=0.5)
+    assert rows.shape == (3, 20_001)
+    everything = torch.arange(20_001)
+    assert torch.equal(rows, tree.distance(anchors[:, None], everything, lineal_discount=0.5))
+    closure_rows = tree.closure(rows=anchors)
+    lineal = tree.distance(anchors[:, None], everything) != tree.distance(
+        anchors[:, None], everything, lineal_discount=0.5
+    )
+    assert torch.equal(closure_rows, lineal)
+
+
+def test_dense_limit_boundary(monkeypatch):
+    tree = random_tree(50, seed=2)
+    monkeypatch.setattr(Tree, "DENSE_LIMIT", 50)
+    assert tree.distances().shape == tree.closure().shape == (50, 50)
+    monkeypatch.setattr(Tree, "DENSE_LIMIT", 49)
+    with pytest.raises(ValueError, match="more than Tree.DENSE_LIMIT = 49 nodes"):
+        tree.distances()
+    with pytest.raises(ValueError, match="more than Tree.DENSE_LIMIT = 49 nodes"):
+        tree.closure()
+    assert tree.distances(rows=[1, 2]).shape == (2, 50)
+
+
 # ---------------------------------------------------------------------- lookups
 def test_indices_and_unknown_names():
     tree = balanced_tree(2, 2)
