@@ -33,19 +33,20 @@ How the draws stay exact without the distance matrix
 ----------------------------------------------------
 Index order is breadth first, so ``parent`` is non-decreasing and the children of a contiguous
 range ``[lo, hi)`` of same-depth nodes are the contiguous range
-``[searchsorted(parent, lo), searchsorted(parent, hi))``. Hence the descendants at depth ``L``
+``[first_child[lo], first_child[hi])``, where ``first_child[v] = searchsorted(parent, v)`` (one
+``(N + 1,)`` array) is where the children of ``v`` start. Hence the descendants at depth ``L``
 of each ancestor ``a_e`` (depth ``e``) of an anchor ``v`` (depth ``d``) are a range ``R_e(L)``,
 nested ``R_e(L) ⊇ R_{e+1}(L)``, and the ring ``R_e(L) \\ R_{e+1}(L)`` (two ranges) holds
 exactly the nodes at depth ``L`` whose lowest common ancestor with ``v`` is ``a_e``: all at
 path length ``d + L - 2e``, lineal (an ancestor or descendant of ``v``) iff ``e == d`` or
-``e == L``. One sweep over the depth levels (one vectorised ``searchsorted`` per level for the
-whole batch) counts every anchor's nodes per distance class ``(path length, lineal)``; each draw
-then picks a class with probability ``count * weight`` (the strategy's weight of that distance)
-and a uniform rank inside it, and a second sweep turns ranks into node indices. Both are exact.
+``e == L``. One sweep over the depth levels (one ``first_child`` lookup per level for the whole
+batch) counts every anchor's nodes per distance class ``(path length, lineal)``; each draw then
+picks a class with probability ``count * weight`` (the strategy's weight of that distance) and
+a uniform rank inside it, and a second sweep turns ranks into node indices. Both are exact.
 
-Cost per batch of ``B`` anchors: ``O(height)`` Python iterations, ``O(B * height^2)`` small
-integer operations, ``O(B * height * log N)`` for the searches, memory ``O(N + B * (height +
-K))``. Nothing ``N x N`` exists; the only ``O(N)`` arrays are the tree's parent and depth.
+Cost per batch of ``B`` anchors: ``O(height)`` Python iterations and ``O(B * height^2)`` small
+integer operations; memory ``O(N + B * (height + K))``. Nothing ``N x N`` exists; the only
+``O(N)`` arrays are the tree's parent and depth and ``first_child``.
 
 All draws come from one seeded :class:`torch.Generator` (reproducible; its state can be saved
 and restored with :meth:`ListSampler.state_dict` for exact resumption) and are vectorized: no
@@ -167,8 +168,14 @@ class ListSampler:
             )
         self.n_nodes = len(tree)
         self.height = tree.height
-        # Breadth-first order makes parent non-decreasing (root -1 first): the searchsorted key.
-        self._parent = tree.parent.contiguous()
+        self._parent = tree.parent
+        # Breadth-first order puts the children of every node in one contiguous range, and the
+        # children of consecutive nodes one after the other: first_child[v] is the index of v's
+        # first child (or where it would be), first_child[N] = N. O(N) memory, once.
+        child_count = torch.bincount(self._parent[1:], minlength=self.n_nodes)
+        self._first_child = torch.cat(
+            [torch.ones(1, dtype=torch.long), 1 + torch.cumsum(child_count, dim=0)]
+        )
         self._depth = tree.depth
         self.generator = torch.Generator().manual_seed(self.seed)
         # Distance classes c = 2 * path_length + lineal, path lengths 0 .. 2 * height.
@@ -356,39 +363,32 @@ class ListSampler:
         n_rows, n_columns = ancestors.shape
         column = torch.arange(n_columns)
         exists = column[None, :] <= anchor_depth[:, None]
-        # Empty ranges [0, 0) until an ancestor enters at its own depth; searchsorted maps an
-        # empty range to an empty range.
-        lo = torch.zeros((n_rows, n_columns), dtype=torch.long)
-        hi = torch.zeros((n_rows, n_columns), dtype=torch.long)
+        entry = torch.stack([ancestors, ancestors + 1])  # (2, B, E): [a_e, a_e + 1)
+        # ranges[:, b, e] = [lo, hi); one extra column stays empty as the inner range of the
+        # last one. Empty [0, 0) until an ancestor enters at its own depth.
+        ranges = torch.zeros((2, n_rows, n_columns + 1), dtype=torch.long)
         for level in range(last_level + 1):
             if level > 0:
-                # Children of [lo, hi) = nodes whose parent lies in [lo, hi).
-                lo = torch.searchsorted(self._parent, lo)
-                hi = torch.searchsorted(self._parent, hi)
+                # Children of [lo, hi): [first_child[lo], first_child[hi]). first_child is
+                # non-decreasing, so nested ranges stay nested, empty ones included.
+                ranges = self._first_child[ranges]
             if level < n_columns:
                 enters = exists[:, level]
-                lo[:, level] = torch.where(enters, ancestors[:, level], lo[:, level])
-                hi[:, level] = torch.where(enters, ancestors[:, level] + 1, hi[:, level])
-            inner_lo = torch.cat([lo[:, 1:], hi[:, -1:]], dim=1)
-            inner_hi = torch.cat([hi[:, 1:], hi[:, -1:]], dim=1)
-            # An empty inner range (the anchor's own column, columns past it, the last column)
-            # may sit anywhere; park it at hi so both ring pieces are valid ranges.
-            inner_empty = inner_lo == inner_hi
-            inner_lo = torch.where(inner_empty, hi, inner_lo)
-            inner_hi = torch.where(inner_empty, hi, inner_hi)
+                ranges[:, :, level] = torch.where(enters, entry[:, :, level], ranges[:, :, level])
+            lo, hi = ranges[0, :, :-1], ranges[1, :, :-1]
+            # Until the next ancestor down has entered (or past the anchor) the inner range is
+            # empty but may sit anywhere: park it at hi so both ring pieces are valid ranges.
+            inner_exists = (column[None, :] < anchor_depth[:, None]) & (column[None, :] < level)
+            inner_lo = torch.where(inner_exists, ranges[0, :, 1:], hi)
+            inner_hi = torch.where(inner_exists, ranges[1, :, 1:], hi)
             valid = exists & (column[None, :] <= level)
             yield level, lo, inner_lo, inner_hi, hi, valid
-
-    def _ring_class(self, anchor_depth: Tensor, column: Tensor, level: int) -> Tensor:
-        """Distance class ``2 * path_length + lineal`` of lca depth ``column`` at ``level``."""
-        path_length = anchor_depth + level - 2 * column
-        lineal = (column == anchor_depth) | (column == level)
-        return 2 * path_length + lineal.long()
 
     def _class_counts(self, anchor_depth: Tensor, ancestors: Tensor, reach: int | None) -> Tensor:
         """Number of nodes of each anchor in each distance class, LongTensor ``(B, C)``.
 
-        ``reach`` (path lengths) stops the sweep early when only close classes are needed.
+        Class ``2 * path_length + lineal``; ``reach`` (path lengths) stops the sweep early when
+        only close classes are needed.
         """
         counts = torch.zeros(
             (anchor_depth.shape[0], self._class_distance.numel()), dtype=torch.long
@@ -397,13 +397,16 @@ class ListSampler:
         if reach is not None:
             last_level = min(last_level, int(anchor_depth.max()) + reach)
         column = torch.arange(ancestors.shape[1])[None, :]
+        depth = anchor_depth[:, None]
+        # Path length depth + level - 2 * column; lineal below the anchor or at the ancestor.
+        class_at_level_0 = 2 * (depth - 2 * column)
+        below_anchor = column == depth
         for level, lo, inner_lo, inner_hi, hi, valid in self._level_rings(
             anchor_depth, ancestors, last_level
         ):
             size = torch.where(valid, (hi - lo) - (inner_hi - inner_lo), 0)
-            ring_class = torch.where(
-                valid, self._ring_class(anchor_depth[:, None], column, level), 0
-            )
+            lineal = below_anchor | (column == level)
+            ring_class = torch.where(valid, class_at_level_0 + (2 * level) + lineal, 0)
             counts.scatter_add_(1, ring_class, size)
         return counts
 
@@ -417,22 +420,27 @@ class ListSampler:
         path_length = draw_class // 2
         lineal = (draw_class % 2).bool()
         depth = anchor_depth[:, None]
+        # At level L the class can only sit at lca depth e = (depth + L - path_length) / 2, for
+        # |depth - path_length| <= L <= depth + path_length (e in [0, min(depth, L)]) with the
+        # right parity; it is lineal exactly at the two ends (e = depth or e = L).
+        first_level = (depth - path_length).abs()
+        last_level_here = depth + path_length
+        ancestor_level = depth - path_length
         remaining = rank.clone()
         node = torch.zeros_like(rank)
-        last_level = min(self.height, int((depth + path_length).max()))
+        last_level = min(self.height, int(last_level_here.max()))
         last_column = ancestors.shape[1] - 1
         for level, lo, inner_lo, inner_hi, hi, _ in self._level_rings(
             anchor_depth, ancestors, last_level
         ):
-            # The one lca depth e with depth + level - 2e == path_length, if any, must lie in
-            # [0, min(depth, level)] and give the drawn lineal flag.
-            twice = depth + level - path_length
-            lca_depth = twice // 2
-            here = (twice % 2 == 0) & (lca_depth >= 0) & (lca_depth <= depth)
-            here &= (lca_depth <= level) & (((lca_depth == depth) | (lca_depth == level)) == lineal)
-            column = lca_depth.clamp(0, last_column)
-            ring_lo, ring_inner_lo = lo.gather(1, column), inner_lo.gather(1, column)
-            ring_inner_hi, ring_hi = inner_hi.gather(1, column), hi.gather(1, column)
+            at_end = (last_level_here == level) | (ancestor_level == level)
+            here = (first_level <= level) & (last_level_here >= level) & (at_end == lineal)
+            here &= (last_level_here - level) % 2 == 0
+            column = ((depth - path_length + level) // 2).clamp(0, last_column)
+            bounds = torch.stack([lo, inner_lo, inner_hi, hi])
+            ring_lo, ring_inner_lo, ring_inner_hi, ring_hi = bounds.gather(
+                2, column.expand(4, -1, -1)
+            )
             first_piece = ring_inner_lo - ring_lo
             size = torch.where(here, first_piece + (ring_hi - ring_inner_hi), 0)
             hit = (remaining >= 0) & (remaining < size)
