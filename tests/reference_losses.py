@@ -1,18 +1,20 @@
 """Plain-loop references of the ranking losses, written straight from their definitions.
 
 They loop in Python over anchors, pairs and triples the way the research code did, with one
-torch scalar per term so autograd gives their gradients. ``reference_rank_order_loss`` and
-``reference_lambda_rank_loss`` take the embedding distances as given (like the functional
-losses); the ``..._from_points`` versions start, like the modules, from points, names and a
-distance callable, and compute each distance with its own ``distance_fn`` call inside the
-loops, as the research code did. ``tests/test_losses.py`` holds the vectorized losses and
+torch scalar per term so autograd gives their gradients. ``reference_rank_order_loss``,
+``reference_lambda_rank_loss`` and ``reference_global_rank_loss`` take the embedding distances
+as given (like the functional losses); the ``..._from_points`` versions start, like the
+modules, from points, their tree rows and a distance callable, compute each distance with its
+own ``distance_fn`` call inside the loops, as the research code did, and read tree distances
+from a dense matrix (``Tree.distances()`` on a small tree: independent of the on-demand
+``Tree.distance`` the modules use). ``tests/test_losses.py`` holds the vectorized losses and
 modules against them; ``benchmarks/losses.py`` times them.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -71,11 +73,13 @@ def reference_lambda_rank_loss(
     ndcg_k: int = 10,
     mask: Tensor | None = None,
     reduction: str = "mean",
+    relevance: Callable[[float, float], float] | None = None,
 ) -> Tensor:
     """LambdaRank by loops over anchors and ordered pairs of list items.
 
     |dNDCG@k| is found literally: swap the two items in the current ranking and recompute
-    NDCG@k (independent of the closed form the vectorized loss uses).
+    NDCG@k (independent of the closed form the vectorized loss uses). ``relevance(t, t_max)``
+    grades one item (default: ``(t_max - t + 1e-6) / (t_max + 1e-6)``, written out here).
     """
     d = embedding_distances
     batch, n = d.shape
@@ -93,21 +97,26 @@ def reference_lambda_rank_loss(
         valid_anchors += 1
         t = {j: float(tree_distances[b, j]) for j in items}
         max_t = max(t.values())
-        relevance = {j: (max_t - t[j] + 1e-6) / (max_t + 1e-6) for j in items}
+        if relevance is None:
+            grades = {j: (max_t - t[j] + 1e-6) / (max_t + 1e-6) for j in items}
+        else:
+            grades = {j: relevance(t[j], max_t) for j in items}
         scores = {j: -d[b, j] for j in items}
         ranked = sorted(items, key=lambda j: -scores[j].item())  # stable: list order on ties
         position = {j: p for p, j in enumerate(ranked)}
-        ideal = sorted(relevance.values(), reverse=True)
+        ideal = sorted(grades.values(), reverse=True)
         ideal_dcg = sum(r * discount(p + 1) for p, r in enumerate(ideal))
 
-        def ndcg(ranking, relevance=relevance, ideal_dcg=ideal_dcg):
-            return sum(relevance[j] * discount(p + 1) for p, j in enumerate(ranking)) / ideal_dcg
+        def ndcg(ranking, grades=grades, ideal_dcg=ideal_dcg):
+            if ideal_dcg == 0:  # every grade 0: no pair below either
+                return 0.0
+            return sum(grades[j] * discount(p + 1) for p, j in enumerate(ranking)) / ideal_dcg
 
         current_ndcg = ndcg(ranked)
         terms = []
         for i in items:
             for j in items:
-                if relevance[i] > relevance[j]:
+                if grades[i] > grades[j]:
                     # |change in NDCG@k| when i and j swap places in the current ranking
                     swapped = list(ranked)
                     swapped[position[i]], swapped[position[j]] = j, i
@@ -123,105 +132,155 @@ def reference_lambda_rank_loss(
     return per_anchor.sum() / max(valid_anchors, 1)
 
 
+def reference_global_rank_loss(
+    embedding_distances: Tensor,
+    tree_distances: Tensor,
+    *,
+    margin: float = 0.1,
+    relative_margin: bool = True,
+    reduction: str = "mean",
+) -> Tensor:
+    """The global rank loss by loops over every ordered pair of pairs.
+
+    Takes pair vectors (P,) or an (n, n) block (its pairs i < j); the margin is scaled by
+    mean(d) / mean(t) (a constant) when ``relative_margin``.
+    """
+    d, t = embedding_distances, tree_distances
+    if d.dim() == 2:
+        n = d.shape[0]
+        pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+        d = torch.stack([d[i, j] for i, j in pairs]) if pairs else d.new_zeros(0)
+        t = torch.tensor([float(t[i, j]) for i, j in pairs], dtype=torch.float64)
+    t = [float(x) for x in t]
+    if relative_margin and len(t):
+        mean_t = sum(t) / len(t)
+        scale = float(d.detach().sum()) / len(t) / mean_t if mean_t > 0 else 0.0
+        margin = margin * scale
+    terms = []
+    for a in range(len(t)):
+        for b in range(len(t)):
+            if t[a] < t[b]:
+                terms.append(torch.relu(d[a] - d[b] + margin))
+    total = torch.stack(terms).sum() if terms else d.sum() * 0.0
+    return total if reduction == "sum" else total / max(len(terms), 1)
+
+
 # ----------------------------------------------------------------------------------------------
 # From points, the way the research code ran: one distance_fn call per pair inside the loops
 # ----------------------------------------------------------------------------------------------
 
 
+def _block_from_points(embeddings, tree_rows, distance_fn, tree_distances):
+    """(n, n) embedding distances by one distance_fn call per pair, and the (n, n) tree block."""
+    n = len(tree_rows)
+    rows = [[embeddings.new_zeros(()) for _ in range(n)] for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            distance = distance_fn(embeddings[i], embeddings[j])
+            rows[i][j] = rows[j][i] = distance
+    embedding_distances = torch.stack([torch.stack(row) for row in rows])
+    tree_block = torch.tensor(
+        [[float(tree_distances[a, b]) for b in tree_rows] for a in tree_rows], dtype=torch.float64
+    )
+    return embedding_distances, tree_block
+
+
 def reference_rank_order_loss_from_points(
     embeddings: Tensor,
-    codes: Sequence[str] | Tensor,
+    tree_rows: Sequence[int],
     distance_fn: Callable[[Tensor, Tensor], Tensor],
     tree_distances: Tensor,
-    code_to_idx: Mapping[str, int],
     *,
     weight: float = 0.1,
     margin: float = 0.1,
     min_distance: float = 0.1,
     reduction: str = "violations",
 ) -> Tensor:
-    """``RankOrderPreservationLoss`` from points and names by plain loops.
+    """``RankOrderPreservationLoss`` of the block ``tree_rows`` by plain loops.
 
-    Names not in ``code_to_idx`` are dropped (a LongTensor of tree indices is used as is); each
-    embedding distance is one ``distance_fn(x_i, x_j)`` call on two single points, made in a
-    loop over the pairs ``i < j`` of kept rows; then :func:`reference_rank_order_loss`.
+    ``embeddings`` (n, D + 1) holds the points of the nodes ``tree_rows`` (n ints), in that
+    order; each embedding distance is one ``distance_fn(x_i, x_j)`` call on two single points,
+    made in a loop over the pairs ``i < j``; then :func:`reference_rank_order_loss`.
     """
-    if isinstance(codes, Tensor):
-        tree_rows = [int(index) for index in codes]
-    else:
-        tree_rows = [code_to_idx.get(code) for code in codes]
-    kept = [row for row, tree_row in enumerate(tree_rows) if tree_row is not None]
-    n = len(kept)
+    n = len(tree_rows)
     if n < 3:
         zero = embeddings.sum() * 0.0
-        return zero.expand(len(tree_rows)).clone() if reduction == "none" else zero
-    rows = [[embeddings.new_zeros(()) for _ in range(n)] for _ in range(n)]
-    for i in range(n):
-        for j in range(i + 1, n):
-            distance = distance_fn(embeddings[kept[i]], embeddings[kept[j]])
-            rows[i][j] = rows[j][i] = distance
-    embedding_distances = torch.stack([torch.stack(row) for row in rows])
-    kept_tree_rows = [tree_rows[row] for row in kept]
-    tree_block = tree_distances[kept_tree_rows][:, kept_tree_rows].to(torch.float64)
-    loss = weight * reference_rank_order_loss(
-        embedding_distances,
-        tree_block,
-        margin=margin,
-        min_distance=min_distance,
-        reduction=reduction,
+        return zero.expand(n).clone() if reduction == "none" else zero
+    embedding_distances, tree_block = _block_from_points(
+        embeddings, list(tree_rows), distance_fn, tree_distances
     )
-    if reduction != "none":
-        return loss
-    per_row = [embeddings.new_zeros(()) for _ in tree_rows]
-    for position, row in enumerate(kept):
-        per_row[row] = loss[position]
-    return torch.stack(per_row)
+    return weight * reference_rank_order_loss(
+        embedding_distances, tree_block, margin=margin, min_distance=min_distance,
+        reduction=reduction,
+    )  # fmt: skip
+
+
+def reference_global_rank_loss_from_points(
+    embeddings: Tensor,
+    tree_rows: Sequence[int],
+    distance_fn: Callable[[Tensor, Tensor], Tensor],
+    tree_distances: Tensor,
+    *,
+    weight: float = 10.0,
+    margin: float = 0.1,
+    reduction: str = "mean",
+) -> Tensor:
+    """``GlobalRankLoss`` of the block ``tree_rows`` by plain loops (scale-relative margin)."""
+    if len(tree_rows) < 3:
+        return embeddings.sum() * 0.0
+    embedding_distances, tree_block = _block_from_points(
+        embeddings, list(tree_rows), distance_fn, tree_distances
+    )
+    return weight * reference_global_rank_loss(
+        embedding_distances, tree_block, margin=margin, reduction=reduction
+    )
 
 
 def reference_lambda_rank_loss_from_points(
-    anchor_emb: Tensor,
-    positive_emb: Tensor,
-    negative_embs: Tensor,
-    anchor_codes: Sequence[str],
-    positive_codes: Sequence[str],
-    negative_codes: Sequence[Sequence[str]],
+    anchor_points: Tensor,
+    item_points: Tensor,
+    anchor_rows: Sequence[int],
+    item_rows: Sequence[Sequence[int]],
     distance_fn: Callable[[Tensor, Tensor], Tensor],
     tree_distances: Tensor,
-    code_to_idx: Mapping[str, int],
     *,
     weight: float = 0.15,
     sigma: float = 1.0,
     ndcg_k: int = 10,
     mask: Tensor | None = None,
+    reduction: str = "mean",
 ) -> Tensor:
-    """``LambdaRankLoss`` from points and names by plain loops over anchors and list items.
+    """``LambdaRankLoss`` by plain loops over anchors and list items.
 
-    An anchor whose anchor or positive name is unknown is skipped; a negative whose name is
-    unknown or whose ``mask`` entry is False is dropped from its list. Each embedding distance
-    is one ``distance_fn(anchor, item)`` call on two single points; each list then goes
-    through :func:`reference_lambda_rank_loss`, and the result is ``weight`` times the mean
-    over the anchors kept.
+    ``anchor_points`` (B, D + 1) and ``item_points`` (B, L, D + 1) hold the points of the nodes
+    ``anchor_rows`` (B ints) and ``item_rows`` (B lists of L ints). An item whose ``mask``
+    entry is False is dropped from its list; an anchor with no item left is not counted.
+    Each embedding distance is one ``distance_fn(anchor, item)`` call on two single points;
+    each list then goes through :func:`reference_lambda_rank_loss`, and the result is
+    ``weight`` times the mean over the anchors kept (or the per-anchor losses, 0 where none).
     """
-    k = len(negative_codes[0]) if len(negative_codes) else 0
-    losses = []
-    for b, (anchor, positive) in enumerate(zip(anchor_codes, positive_codes, strict=True)):
-        if anchor not in code_to_idx or positive not in code_to_idx:
+    per_anchor = []
+    for b, anchor in enumerate(anchor_rows):
+        items = [j for j in range(len(item_rows[b])) if mask is None or bool(mask[b, j])]
+        if not items:
+            per_anchor.append(None)
             continue
-        items = [(positive, positive_emb[b])]
-        for j, code in enumerate(negative_codes[b]):
-            if code in code_to_idx and (mask is None or bool(mask[b, j])):
-                items.append((code, negative_embs[b * k + j]))
-        distances = torch.stack([distance_fn(anchor_emb[b], point) for _, point in items])
-        tree_row = code_to_idx[anchor]
-        item_tree_distances = [float(tree_distances[tree_row, code_to_idx[c]]) for c, _ in items]
-        losses.append(
+        distances = torch.stack([distance_fn(anchor_points[b], item_points[b, j]) for j in items])
+        item_tree = [float(tree_distances[anchor, item_rows[b][j]]) for j in items]
+        per_anchor.append(
             reference_lambda_rank_loss(
                 distances[None],
-                torch.tensor([item_tree_distances], dtype=torch.float64),
+                torch.tensor([item_tree], dtype=torch.float64),
                 sigma=sigma,
                 ndcg_k=ndcg_k,
+                reduction="sum",
             )
         )
-    if not losses:
-        return (anchor_emb.sum() + positive_emb.sum() + negative_embs.sum()) * 0.0
-    return weight * torch.stack(losses).mean()
+    kept = [loss for loss in per_anchor if loss is not None]
+    zero = (anchor_points.sum() + item_points.sum()) * 0.0
+    if reduction == "none":
+        return weight * torch.stack([zero if loss is None else loss for loss in per_anchor])
+    if not kept:
+        return zero
+    total = torch.stack(kept).sum()
+    return weight * (total if reduction == "sum" else total / len(kept))

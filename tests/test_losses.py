@@ -1,16 +1,21 @@
 """The ranking losses against plain-loop references of their definitions
-(tests/reference_losses.py), a dense (N, N, N) oracle, gradcheck, and their input checks."""
+(tests/reference_losses.py), a dense (N, N, N) oracle, gradcheck, and their input checks; the
+index-first modules against the same references, their name / dense-matrix adapters against
+the index path, and a tree past Tree.DENSE_LIMIT."""
 
 from __future__ import annotations
 
 import math
 
 import geoopt
+import numpy as np
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from reference_losses import (
+    reference_global_rank_loss,
+    reference_global_rank_loss_from_points,
     reference_lambda_rank_loss,
     reference_lambda_rank_loss_from_points,
     reference_rank_order_loss,
@@ -20,11 +25,15 @@ from reference_losses import (
 from hyperloss.datasets import naics, random_tree
 from hyperloss.geometry import LorentzDistance
 from hyperloss.losses import (
+    GlobalRankLoss,
     LambdaRankLoss,
     RankOrderPreservationLoss,
+    global_rank_loss,
     lambda_rank_loss,
     rank_order_preservation_loss,
 )
+from hyperloss.relevance import RELEVANCE_EPS, tree_relevance
+from hyperloss.trees import Tree, UnknownNodeError
 
 F64 = torch.float64
 
@@ -377,8 +386,161 @@ def test_lambda_rank_rejects_bad_tensors():
         lambda_rank_loss(bad, t)
 
 
+def test_lambda_rank_rejects_a_non_bool_mask():
+    d, t = random_lists(3, 4, seed=0)
+    with pytest.raises(TypeError, match="mask.*bool"):
+        lambda_rank_loss(d, t, mask=torch.ones(3, 5))
+    with pytest.raises(TypeError, match="mask"):
+        lambda_rank_loss(d, t, mask=[[True] * 5] * 3)
+
+
+def test_lambda_rank_relevance_callable_matches_reference():
+    d, t = random_lists(6, 7, seed=5)
+
+    def grades(tree_distances, mask=None):  # binary: relevant within tree distance 2
+        return (tree_distances <= 2).to(torch.float64)
+
+    mask = torch.ones(6, 8, dtype=torch.bool)
+    mask[1, 3:] = False
+    for m in (None, mask):
+        kwargs = dict(ndcg_k=4, mask=m)
+        value, (grad,) = grads_of(
+            lambda x, kw=kwargs: lambda_rank_loss(x, t, relevance=grades, **kw), d
+        )
+        expected, (expected_grad,) = grads_of(
+            lambda x, kw=kwargs: reference_lambda_rank_loss(
+                x, t, relevance=lambda tj, t_max: float(tj <= 2), **kw
+            ),
+            d,
+        )
+        torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-10)
+        assert float(expected) > 0
+    # the default is tree_relevance: passing it explicitly changes nothing
+    torch.testing.assert_close(
+        lambda_rank_loss(d, t, relevance=tree_relevance), lambda_rank_loss(d, t), rtol=0, atol=0
+    )
+    # all grades 0: no pair, loss 0 (not NaN)
+    zero = lambda_rank_loss(d, t, relevance=lambda t, mask=None: torch.zeros_like(t))
+    assert float(zero) == 0.0
+    with pytest.raises(ValueError, match="relevance.*shape"):
+        lambda_rank_loss(d, t, relevance=lambda t, mask=None: t[:, :2])
+    with pytest.raises(ValueError, match="relevance.*negative"):
+        lambda_rank_loss(d, t, relevance=lambda t, mask=None: -t)
+    with pytest.raises(ValueError, match="relevance.*NaN"):
+        lambda_rank_loss(d, t, relevance=lambda t, mask=None: t * float("nan"))
+    with pytest.raises(TypeError, match="relevance"):
+        lambda_rank_loss(d, t, relevance=3)
+
+
 # ----------------------------------------------------------------------------------------------
-# RankOrderPreservationLoss (module)
+# tree_relevance (the one NDCG relevance)
+
+
+def test_tree_relevance_formula_mask_and_numpy():
+    t = torch.tensor([[0.0, 1.0, 3.0, 2.0], [2.0, 2.0, 5.0, 7.0]], dtype=F64)
+    mask = torch.tensor([[True, True, True, False], [False, True, True, True]])
+    expected = [[0.0] * 4 for _ in range(2)]
+    expected_masked = [[0.0] * 4 for _ in range(2)]
+    for b in range(2):
+        t_max = max(t[b].tolist())
+        t_max_valid = max(float(t[b, j]) for j in range(4) if mask[b, j])
+        for j in range(4):
+            tj = float(t[b, j])
+            expected[b][j] = (t_max - tj + 1e-6) / (t_max + 1e-6)
+            if mask[b, j]:
+                expected_masked[b][j] = (t_max_valid - tj + 1e-6) / (t_max_valid + 1e-6)
+    torch.testing.assert_close(tree_relevance(t), torch.tensor(expected, dtype=F64))
+    torch.testing.assert_close(
+        tree_relevance(t, mask=mask), torch.tensor(expected_masked, dtype=F64)
+    )
+    np.testing.assert_allclose(tree_relevance(t.numpy(), mask=mask.numpy()), expected_masked)
+    # the nearest item of a list is below 1 unless it is at tree distance 0
+    assert float(tree_relevance(t)[1, 0]) < 1.0 and float(tree_relevance(t)[0, 0]) == 1.0
+    assert RELEVANCE_EPS == 1e-6
+    # an explicit t_max (e.g. the anchor's farthest node, as the metric uses)
+    torch.testing.assert_close(
+        tree_relevance(t, max_distance=10.0), (10.0 - t + 1e-6) / (10.0 + 1e-6)
+    )
+    # a row without a valid item: all 0, no NaN
+    empty = tree_relevance(t, mask=torch.zeros(2, 4, dtype=torch.bool))
+    assert float(empty.abs().sum()) == 0.0
+    with pytest.raises(TypeError, match="mask"):
+        tree_relevance(t, mask=mask.float())
+    with pytest.raises(ValueError, match="mask"):
+        tree_relevance(t, mask=mask[:, :3])
+    with pytest.raises(TypeError, match="tree_distances"):
+        tree_relevance([[1.0, 2.0]])
+
+
+# ----------------------------------------------------------------------------------------------
+# global_rank_loss (functional)
+
+
+@pytest.mark.parametrize("relative_margin", [True, False])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_global_rank_matches_loop_reference(relative_margin, reduction):
+    tree = random_tree(12, seed=4)
+    t = tree.distances()
+    d = random_distances(12, seed=6, scale=4.0)
+    kwargs = dict(margin=0.3, relative_margin=relative_margin, reduction=reduction)
+    value, (grad,) = grads_of(lambda x: global_rank_loss(x, t, **kwargs), d)
+    expected, (expected_grad,) = grads_of(lambda x: reference_global_rank_loss(x, t, **kwargs), d)
+    torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-10)
+    assert float(expected) > 0
+    # the pair-vector form of the same pairs gives the same value
+    first, second = torch.triu_indices(12, 12, 1)
+    pairs = global_rank_loss(d[first, second], t[first, second], **kwargs)
+    torch.testing.assert_close(pairs, value, rtol=1e-12, atol=1e-12)
+
+
+def test_global_rank_ties_scale_and_degenerate_inputs():
+    # integer distances: many terms exactly at the hinge (0: not violated, gradient 0)
+    generator = torch.Generator().manual_seed(1)
+    d = torch.randint(0, 4, (40,), generator=generator).to(F64)
+    t = torch.randint(0, 4, (40,), generator=generator).to(F64)
+    kwargs = dict(margin=1.0, relative_margin=False)
+    value, (grad,) = grads_of(lambda x: global_rank_loss(x, t, **kwargs), d)
+    expected, (expected_grad,) = grads_of(lambda x: reference_global_rank_loss(x, t, **kwargs), d)
+    torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-12, atol=1e-12)
+    # scale-relative margin: scaling every embedding distance scales the loss by the same factor
+    d = random_distances(10, seed=2)
+    t = random_tree(10, seed=1).distances()
+    torch.testing.assert_close(global_rank_loss(7.0 * d, t), 7.0 * global_rank_loss(d, t))
+    # all tree distances equal, no pairs, all tree distances 0: 0, not NaN
+    assert float(global_rank_loss(d[0], torch.ones(10, dtype=F64))) == 0.0
+    assert float(global_rank_loss(d[0, :0], torch.ones(0, dtype=F64))) == 0.0
+    assert float(global_rank_loss(d[0], torch.zeros(10, dtype=F64))) == 0.0
+
+
+def test_global_rank_rejects_bad_inputs():
+    d, t = random_distances(5, seed=0), random_tree(5, seed=0).distances()
+    with pytest.raises(ValueError, match="margin"):
+        global_rank_loss(d, t, margin=-0.1)
+    with pytest.raises(ValueError, match="reduction"):
+        global_rank_loss(d, t, reduction="none")
+    with pytest.raises(ValueError, match="tree_distances"):
+        global_rank_loss(d, t[:4, :4])
+    with pytest.raises(ValueError, match="square"):
+        global_rank_loss(d[:, :4], t[:, :4])
+    with pytest.raises(ValueError, match="embedding_distances"):
+        global_rank_loss(d[None], t[None])
+    with pytest.raises(TypeError, match="embedding_distances"):
+        global_rank_loss(d.long(), t)
+    with pytest.raises(TypeError, match="tree_distances"):
+        global_rank_loss(d, t.tolist())
+    bad = d.clone()
+    bad[0, 1] = float("nan")
+    with pytest.raises(ValueError, match="embedding_distances.*NaN"):
+        global_rank_loss(bad, t)
+    with pytest.raises(ValueError, match="tree_distances.*>= 0"):
+        global_rank_loss(d, -t)
+
+
+# ----------------------------------------------------------------------------------------------
+# Modules: shared fixtures
 
 DISTANCES = {
     "LorentzDistance": (LorentzDistance(), "lorentz"),
@@ -399,261 +561,461 @@ def points_for(kind: str, n: int, seed: int) -> torch.Tensor:
     return points
 
 
+class RowTable:
+    """A lazy row table: points[index] computed on demand, counting the rows it served."""
+
+    def __init__(self, points):
+        self.points = points
+        self.rows_served = 0
+
+    def __getitem__(self, index):
+        self.rows_served += int(index.numel())
+        return self.points[index] * 1.0  # a fresh tensor, as a computed table returns
+
+
+# ----------------------------------------------------------------------------------------------
+# RankOrderPreservationLoss / GlobalRankLoss (modules)
+
+
 @pytest.mark.parametrize("name", list(DISTANCES))
 def test_rank_order_module_matches_loop_reference(name):
     # The from-points reference: one distance_fn call per pair inside its loops.
     distance_fn, kind = DISTANCES[name]
     tree = random_tree(16, seed=8)
     options = dict(weight=0.7, margin=0.2, min_distance=0.1)
-    loss_fn = RankOrderPreservationLoss.from_tree(tree, **options)
-    codes = list(tree.names[1:]) + ["not-a-node", "also-unknown"]
-    points = points_for(kind, len(codes), seed=2)
-    value, (grad,) = grads_of(lambda x: loss_fn(x, codes, distance_fn), points)
+    loss_fn = RankOrderPreservationLoss(tree, **options)
+    nodes = torch.tensor([5, 0, 9, 2, 13, 7, 11, 3, 1, 15])
+    points = points_for(kind, len(tree), seed=2)
+    value, (grad,) = grads_of(lambda x: loss_fn(x, nodes, distance_fn), points)
 
     def reference(x):
         return reference_rank_order_loss_from_points(
-            x, codes, distance_fn, tree.distances(), tree.index, **options
+            x[nodes], nodes.tolist(), distance_fn, tree.distances(), **options
         )
 
     expected, (expected_grad,) = grads_of(reference, points)
     torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-10)
-    assert float(grad[-2:].abs().sum()) == 0.0  # dropped names get no gradient
+    unused = [i for i in range(len(tree)) if i not in nodes.tolist()]
+    assert float(grad[unused].abs().sum()) == 0.0 and float(grad.abs().sum()) > 0
 
 
 @pytest.mark.parametrize("reduction", ["violations", "mean", "sum", "none"])
-def test_rank_order_module_matches_from_points_reference_by_index(reduction):
+def test_rank_order_module_reductions_names_and_adapters_equal_the_index_path(reduction):
     tree = random_tree(14, seed=3)
     options = dict(weight=0.4, margin=0.15, min_distance=0.1, reduction=reduction)
-    loss_fn = RankOrderPreservationLoss.from_tree(tree, **options)
-    rows = torch.tensor([5, 0, 9, 2, 13, 7, 11, 3, 1])
-    points = lorentz_points(len(rows), 3, seed=4, std=1.5)
-    value, (grad,) = grads_of(lambda x: loss_fn(x, rows, LorentzDistance()), points)
+    nodes = torch.tensor([5, 0, 9, 2, 13, 7, 11, 3, 1])
+    points = lorentz_points(len(tree), 3, seed=4, std=1.5)
+    by_index = RankOrderPreservationLoss(tree, **options)(points, nodes, LorentzDistance())
+    expected = reference_rank_order_loss_from_points(
+        points[nodes], nodes.tolist(), LorentzDistance(), tree.distances(), **options
+    )
+    assert by_index.shape == expected.shape == ((9,) if reduction == "none" else ())
+    torch.testing.assert_close(by_index, expected, rtol=1e-10, atol=1e-10)
+    # the name form: embeddings aligned with a list of names
+    names = [tree.names[i] for i in nodes]
+    by_name = RankOrderPreservationLoss(tree, **options)(points[nodes], names, LorentzDistance())
+    torch.testing.assert_close(by_name, by_index, rtol=0, atol=0)
+    # the original signatures: a dense matrix and a name map, positional or keyword
+    for dense in (
+        RankOrderPreservationLoss(tree.distances(), tree.index, **options),
+        RankOrderPreservationLoss(tree.distances(), code_to_idx=tree.index, **options),
+        RankOrderPreservationLoss.from_tree(tree, **options),
+    ):
+        torch.testing.assert_close(dense(points[nodes], names, LorentzDistance()), by_index)
+        torch.testing.assert_close(dense(points, nodes, LorentzDistance()), by_index)
+    # a lazy row table (duck type) gives the same loss and gradient, reading only the block
+    table = RowTable(points.clone().requires_grad_(True))
+    loss_fn = RankOrderPreservationLoss(tree, **options)
+    lazy = loss_fn(table, nodes, LorentzDistance())
+    torch.testing.assert_close(lazy, by_index, rtol=0, atol=0)
+    assert table.rows_served == len(nodes)
+
+
+def test_block_modules_positional_original_signature():
+    tree = random_tree(10, seed=0)
+    points = lorentz_points(10, 2, seed=1)
+    nodes = torch.arange(10)
+    positional = RankOrderPreservationLoss(tree.distances(), tree.index, 0.5, 0.1, 0.2, "sum")
+    keyword = RankOrderPreservationLoss(tree, weight=0.5, margin=0.2, reduction="sum")
+    torch.testing.assert_close(
+        positional(points, nodes, LorentzDistance()), keyword(points, nodes, LorentzDistance())
+    )
+    assert positional.reduction == "sum" and positional.margin == 0.2
+    # GlobalRankLoss(tree_distances) as training built it: a matrix without names
+    seed_global = GlobalRankLoss(tree.distances(), weight=2.0)
+    torch.testing.assert_close(
+        seed_global(points, nodes, LorentzDistance()),
+        GlobalRankLoss(tree, weight=2.0)(points, nodes, LorentzDistance()),
+    )
+    with pytest.raises(TypeError, match="without names"):
+        seed_global(points[:3], tree.names[:3], LorentzDistance())
+
+
+@pytest.mark.parametrize("name", ["LorentzDistance", "euclidean"])
+def test_global_rank_module_matches_loop_reference(name):
+    distance_fn, kind = DISTANCES[name]
+    tree = random_tree(20, seed=5)
+    nodes = torch.tensor([3, 17, 0, 8, 12, 19, 5, 6, 1])
+    points = points_for(kind, len(tree), seed=3)
+    loss_fn = GlobalRankLoss(tree, weight=2.5, margin=0.2)
+    value, (grad,) = grads_of(lambda x: loss_fn(x, nodes, distance_fn), points)
 
     def reference(x):
-        return reference_rank_order_loss_from_points(
-            x, rows, LorentzDistance(), tree.distances(), tree.index, **options
+        return reference_global_rank_loss_from_points(
+            x[nodes], nodes.tolist(), distance_fn, tree.distances(), weight=2.5, margin=0.2
         )
 
     expected, (expected_grad,) = grads_of(reference, points)
-    assert value.shape == expected.shape
     torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
     torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-10)
+    assert float(expected) > 0
+    names = [tree.names[i] for i in nodes]
+    torch.testing.assert_close(loss_fn(points[nodes], names, distance_fn), value.detach())
+    assert float(loss_fn(points, nodes[:2], distance_fn)) == 0.0  # one pair: no term
+    summed = GlobalRankLoss(tree, weight=2.5, margin=0.2, reduction="sum")
+    assert float(summed(points, nodes, distance_fn)) > float(value)
 
 
-def test_rank_order_module_index_input_none_reduction_and_small_inputs():
+def test_block_modules_small_blocks_coincident_points_and_float32():
     tree = random_tree(12, seed=1)
-    loss_fn = RankOrderPreservationLoss.from_tree(tree, reduction="none")
-    points = lorentz_points(13, 2, seed=0)
-    codes = list(reversed(tree.names)) + ["unknown"]
-    per_anchor = loss_fn(points, codes, LorentzDistance())
-    assert per_anchor.shape == (13,) and float(per_anchor[-1]) == 0.0
-    by_index = loss_fn(points[:12], tree.indices(codes[:12]), LorentzDistance())
-    torch.testing.assert_close(by_index, per_anchor[:12], rtol=0, atol=0)
-    explicit = RankOrderPreservationLoss(tree.distances(), tree.index, reduction="none")
-    torch.testing.assert_close(explicit(points, codes, LorentzDistance()), per_anchor)
-    # fewer than 3 known names: 0, and backward still works
-    default = RankOrderPreservationLoss.from_tree(tree)
-    few = points[:4].clone().requires_grad_(True)
-    loss = default(few, [tree.names[1], "x", tree.names[2], "y"], LorentzDistance())
-    loss.backward()
-    assert loss.item() == 0.0 and float(few.grad.abs().sum()) == 0.0
-
-
-def test_rank_order_module_coincident_points_float32_and_naics_scale():
-    tree = naics()
-    loss_fn = RankOrderPreservationLoss.from_tree(tree)
+    points = lorentz_points(12, 2, seed=0)
+    for loss_fn in (RankOrderPreservationLoss(tree), GlobalRankLoss(tree)):
+        few = points.clone().requires_grad_(True)
+        loss = loss_fn(few, torch.tensor([1, 2]), LorentzDistance())
+        loss.backward()
+        assert loss.item() == 0.0 and float(few.grad.abs().sum()) == 0.0
+    per_anchor = RankOrderPreservationLoss(tree, reduction="none")(
+        points, torch.tensor([1, 2]), LorentzDistance()
+    )
+    assert per_anchor.shape == (2,)
     # all of NAICS at 3 distinct points: massive ties, coincident points, finite gradient
+    naics_tree = naics()
     generator = torch.Generator().manual_seed(0)
-    points = lorentz_points(3, 2, seed=1)[torch.randint(0, 3, (len(tree),), generator=generator)]
-    points.requires_grad_(True)
-    loss = loss_fn(points, tree.names, LorentzDistance())
-    loss.backward()
-    assert loss.item() > 0 and bool(torch.isfinite(points.grad).all())
+    three = lorentz_points(3, 2, seed=1)
+    stacked = three[torch.randint(0, 3, (len(naics_tree),), generator=generator)]
+    block = torch.randperm(len(naics_tree), generator=generator)[:300]
+    for loss_fn in (RankOrderPreservationLoss(naics_tree), GlobalRankLoss(naics_tree)):
+        leaf = stacked.clone().requires_grad_(True)
+        loss = loss_fn(leaf, block, LorentzDistance())
+        loss.backward()
+        assert loss.item() > 0 and bool(torch.isfinite(leaf.grad).all())
     # float32 points and distances
-    small = random_tree(30, seed=0)
-    points32 = lorentz_points(30, 2, seed=5).float().requires_grad_(True)
-    loss32 = RankOrderPreservationLoss.from_tree(small)(points32, small.names, euclidean)
+    points32 = lorentz_points(12, 2, seed=5).float().requires_grad_(True)
+    loss32 = RankOrderPreservationLoss(tree)(points32, torch.arange(12), euclidean)
     loss32.backward()
     assert loss32.dtype == torch.float32 and bool(torch.isfinite(points32.grad).all())
 
 
 def test_modules_gradcheck_through_lorentz_distance():
     tree = random_tree(9, seed=6)
-    rank_order = RankOrderPreservationLoss.from_tree(tree, weight=1.0, reduction="mean")
     points = lorentz_points(9, 2, seed=2).requires_grad_(True)
-    assert torch.autograd.gradcheck(
-        lambda x: rank_order(x, tree.names, LorentzDistance()), (points,), eps=1e-6, atol=1e-7
-    )
-    lambda_rank = LambdaRankLoss.from_tree(tree, ndcg_k=3)
-    # distinct points in every (anchor, item) pair: the distance is smooth there
-    names = tree.names
-    anchors = [3, 5, 8]
-    positives = [int(tree.parent[i]) for i in anchors]
-    negatives = [
-        [j for j in range(9) if j not in (a, p)][:4]
-        for a, p in zip(anchors, positives, strict=True)
-    ]
-    batch = {
-        "anchor_emb": points.detach()[anchors],
-        "positive_emb": points.detach()[positives],
-        "negative_embs": points.detach()[[j for row in negatives for j in row]],
-    }
-    mask = torch.ones(3, 4, dtype=torch.bool)
-    mask[0, 1] = False  # the masked (pairwise) path
-    codes = (
-        [names[i] for i in anchors],
-        [names[i] for i in positives],
-        [[names[j] for j in row] for row in negatives],
-    )
-    for m in (None, mask):
-        embs = tuple(
-            batch[key].clone().requires_grad_(True)
-            for key in ("anchor_emb", "positive_emb", "negative_embs")
-        )
+    nodes = torch.tensor([0, 3, 4, 6, 7, 8, 2])
+    # GlobalRankLoss holds its scale-relative margin constant in the backward pass (as the
+    # reference does), so only margin=0 is a function whose full derivative it returns.
+    for loss_fn in (
+        RankOrderPreservationLoss(tree, weight=1.0, reduction="mean"),
+        GlobalRankLoss(tree, weight=1.0, margin=0.0),
+    ):
         assert torch.autograd.gradcheck(
-            lambda a, p, n, m=m: lambda_rank(a, p, n, *codes, LorentzDistance(), 3, 4, mask=m),
-            embs,
+            lambda x, f=loss_fn: f(x, nodes, LorentzDistance()), (points,), eps=1e-6, atol=1e-7
+        )
+    lambda_rank = LambdaRankLoss(tree, ndcg_k=3)
+    # distinct points in every (anchor, item) pair: the distance is smooth there
+    anchors = torch.tensor([3, 5, 8])
+    items = torch.stack(
+        [
+            torch.tensor([int(tree.parent[a])] + [j for j in range(9) if j != a][:4])
+            for a in anchors.tolist()
+        ]
+    )
+    items[1, 0] = 0 if int(items[1, 0]) != 0 else 1
+    mask = torch.ones(3, 5, dtype=torch.bool)
+    mask[0, 2] = False  # the masked (pairwise) path
+    for m in (None, mask):
+        assert torch.autograd.gradcheck(
+            lambda x, m=m: lambda_rank(x, anchors, items, LorentzDistance(), mask=m),
+            (points,),
             eps=1e-6,
             atol=1e-7,
         )
 
 
-def test_rank_order_module_rejects_bad_inputs():
+def test_block_modules_reject_bad_inputs():
     tree = random_tree(6, seed=0)
-    loss_fn = RankOrderPreservationLoss.from_tree(tree)
     points = lorentz_points(6, 2, seed=0)
-    with pytest.raises(ValueError, match="codes"):
-        loss_fn(points, tree.names[:5], LorentzDistance())
-    with pytest.raises(ValueError, match="embeddings"):
-        loss_fn(points[0], tree.names, LorentzDistance())
-    bad = points.clone()
-    bad[2, 1] = float("nan")
-    with pytest.raises(ValueError, match="embeddings.*NaN"):
-        loss_fn(bad, tree.names, LorentzDistance())
-    with pytest.raises(ValueError, match="codes"):
-        loss_fn(points, torch.arange(6) + 1, LorentzDistance())
-    with pytest.raises(ValueError, match="broadcast"):
-        loss_fn(points, tree.names, lambda x, y: torch.mm(x, y.mT).diagonal())
-    with pytest.raises(ValueError, match="broadcast"):
-        loss_fn(points, tree.names, lambda x, y: (x - y).norm())
+    nodes = torch.arange(6)
+    for loss_fn in (RankOrderPreservationLoss(tree), GlobalRankLoss(tree)):
+        with pytest.raises(UnknownNodeError, match="not-a-node"):
+            loss_fn(points[:3], [tree.names[0], "not-a-node", tree.names[1]], LorentzDistance())
+        with pytest.raises(KeyError):  # UnknownNodeError is also a KeyError
+            loss_fn(points[:3], [tree.names[0], "x", tree.names[1]], LorentzDistance())
+        with pytest.raises(ValueError, match="nodes.*6"):
+            loss_fn(points, tree.names[:5], LorentzDistance())
+        with pytest.raises(ValueError, match="nodes.*outside"):
+            loss_fn(points, nodes + 1, LorentzDistance())
+        with pytest.raises(ValueError, match="nodes.*outside"):
+            loss_fn(points, nodes - 1, LorentzDistance())
+        with pytest.raises(TypeError, match="nodes.*integer"):
+            loss_fn(points, nodes.double(), LorentzDistance())
+        with pytest.raises(ValueError, match="nodes.*shape"):
+            loss_fn(points, nodes[None], LorentzDistance())
+        with pytest.raises(ValueError, match="one row per tree node"):
+            loss_fn(points[:5], torch.arange(5), LorentzDistance())
+        with pytest.raises(ValueError, match="embeddings of the names"):
+            loss_fn(points[0], tree.names, LorentzDistance())
+        bad = points.clone()
+        bad[2, 1] = float("nan")
+        with pytest.raises(ValueError, match="points.*NaN"):
+            loss_fn(bad, nodes, LorentzDistance())
+        with pytest.raises(ValueError, match="points.*NaN"):
+            loss_fn(bad, tree.names, LorentzDistance())
+        with pytest.raises(ValueError, match="points\\[nodes\\]"):
+            loss_fn(RowTable(points[:, :, None]), nodes, LorentzDistance())
+        with pytest.raises(TypeError, match="distance_fn"):
+            loss_fn(points, nodes, "lorentz")
+        with pytest.raises(ValueError, match="broadcast"):
+            loss_fn(points, nodes, lambda x, y: torch.mm(x, y.mT).diagonal())
+        with pytest.raises(ValueError, match="broadcast"):
+            loss_fn(points, nodes, lambda x, y: (x - y).norm())
     with pytest.raises(ValueError, match="tree_distances"):
         RankOrderPreservationLoss(torch.zeros(3, 4), {})
     with pytest.raises(ValueError, match="margin"):
-        RankOrderPreservationLoss.from_tree(tree, margin=-1.0)
+        RankOrderPreservationLoss(tree, margin=-1.0)
     with pytest.raises(ValueError, match="weight"):
-        RankOrderPreservationLoss.from_tree(tree, weight=float("nan"))
+        RankOrderPreservationLoss(tree, weight=float("nan"))
     with pytest.raises(ValueError, match="reduction"):
-        RankOrderPreservationLoss.from_tree(tree, reduction="avg")
+        RankOrderPreservationLoss(tree, reduction="avg")
+    with pytest.raises(ValueError, match="reduction"):
+        GlobalRankLoss(tree, reduction="none")
     with pytest.raises(ValueError, match="code_to_idx"):
         RankOrderPreservationLoss(tree.distances(), {"a": 6})
+    with pytest.raises(TypeError, match="code_to_idx"):
+        RankOrderPreservationLoss(tree, code_to_idx=tree.index)
+    with pytest.raises(TypeError, match="RankOrderPreservationLoss.*unexpected"):
+        RankOrderPreservationLoss(tree, sigma=1.0)
+    with pytest.raises(TypeError, match="tree"):
+        GlobalRankLoss("naics")
 
 
 # ----------------------------------------------------------------------------------------------
 # LambdaRankLoss (module)
 
 
-def lambda_batch(tree, batch: int, k: int, seed: int, kind: str = "lorentz"):
+def random_lists_of(tree, batch: int, length: int, seed: int):
     generator = torch.Generator().manual_seed(seed)
     n = len(tree)
-    anchor = torch.randint(0, n, (batch,), generator=generator)
-    positive = torch.randint(0, n, (batch,), generator=generator)
-    negative = torch.randint(0, n, (batch, k), generator=generator)
-    points = points_for(kind, n, seed)
-    names = tree.names
-    return dict(
-        anchor_emb=points[anchor],
-        positive_emb=points[positive],
-        negative_embs=points[negative.reshape(-1)],
-        anchor_codes=[names[i] for i in anchor],
-        positive_codes=[names[i] for i in positive],
-        negative_codes=[[names[i] for i in row] for row in negative],
-    )
+    anchors = torch.randint(0, n, (batch,), generator=generator)
+    items = torch.randint(0, n, (batch, length), generator=generator)
+    return anchors, items
 
 
 @pytest.mark.parametrize("name", list(DISTANCES))
 def test_lambda_rank_module_matches_loop_reference(name):
     distance_fn, kind = DISTANCES[name]
     tree = random_tree(40, seed=2)
-    loss_fn = LambdaRankLoss.from_tree(tree, weight=0.5, sigma=1.5, ndcg_k=4)
-    batch = lambda_batch(tree, 6, 7, seed=1, kind=kind)
-    batch["anchor_codes"][1] = "unknown anchor"  # skipped
-    batch["positive_codes"][4] = "unknown positive"  # skipped
-    batch["negative_codes"][0][3] = "unknown negative"  # masked
-    mask = torch.ones(6, 7, dtype=torch.bool)
+    options = dict(weight=0.5, sigma=1.5, ndcg_k=4)
+    anchors, items = random_lists_of(tree, 6, 8, seed=1)
+    mask = torch.ones(6, 8, dtype=torch.bool)
     mask[2, 5:] = False
-    embs = (batch["anchor_emb"], batch["positive_emb"], batch["negative_embs"])
-    codes = (batch["anchor_codes"], batch["positive_codes"], batch["negative_codes"])
+    mask[4] = False  # an anchor without items: not counted
+    items[2, 6] = -1  # padding is never read
+    points = points_for(kind, len(tree), seed=1)
+    for reduction in ("mean", "sum", "none"):
+        loss_fn = LambdaRankLoss(tree, reduction=reduction, **options)
+        value, (grad,) = grads_of(
+            lambda x, f=loss_fn: f(x, anchors, items, distance_fn, mask=mask), points
+        )
 
-    def vectorized(*x):
-        return loss_fn(*x, *codes, distance_fn, 6, 7, mask=mask)
+        def reference(x, reduction=reduction):  # one distance_fn call per (anchor, item) pair
+            safe = torch.where(mask, items, anchors[:, None])
+            return reference_lambda_rank_loss_from_points(
+                x[anchors], x[safe], anchors.tolist(), safe.tolist(), distance_fn,
+                tree.distances(), mask=mask, reduction=reduction, **options,
+            )  # fmt: skip
 
-    def reference(*x):  # from points: one distance_fn call per (anchor, item) pair
-        return reference_lambda_rank_loss_from_points(
-            *x, *codes, distance_fn, tree.distances(), tree.index,
-            weight=0.5, sigma=1.5, ndcg_k=4, mask=mask,
-        )  # fmt: skip
-
-    value, grads = grads_of(vectorized, *embs)
-    expected, expected_grads = grads_of(reference, *embs)
-    torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
-    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        expected, (expected_grad,) = grads_of(reference, points)
+        assert value.shape == expected.shape == ((6,) if reduction == "none" else ())
+        torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
         torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-10)
-    assert float(grads[2][3].abs().sum()) == 0.0  # the unknown negative
+        assert float(expected.sum()) > 0
 
 
-def test_lambda_rank_module_index_inputs_padding_and_coincident_points():
+def test_lambda_rank_module_named_form_equals_the_index_path():
     tree = random_tree(30, seed=4)
-    loss_fn = LambdaRankLoss.from_tree(tree)
-    batch = lambda_batch(tree, 5, 4, seed=3)
-    embs = (batch["anchor_emb"], batch["positive_emb"], batch["negative_embs"])
-    by_name = loss_fn(*embs, batch["anchor_codes"], batch["positive_codes"],
-                      batch["negative_codes"], LorentzDistance(), 5, 4)  # fmt: skip
-    anchor_index = tree.indices(batch["anchor_codes"])
-    positive_index = tree.indices(batch["positive_codes"])
-    negative_index = torch.stack([tree.indices(row) for row in batch["negative_codes"]])
-    for negatives in (negative_index, negative_index.reshape(-1)):
-        by_index = loss_fn(*embs, anchor_index, positive_index, negatives, LorentzDistance(), 5, 4)
-        torch.testing.assert_close(by_index, by_name, rtol=0, atol=0)
-    # padded negatives may hold off-manifold junk: finite loss, zero gradient there
-    negative_embs = batch["negative_embs"].clone()
-    negative_embs[4:8] = 0.0
+    loss_fn = LambdaRankLoss(tree, weight=0.3, ndcg_k=5)
+    anchors, items = random_lists_of(tree, 5, 5, seed=3)
+    points = lorentz_points(len(tree), 2, seed=3)
+    names = tree.names
+    anchor_emb, positive_emb = points[anchors], points[items[:, 0]]
+    negative_embs = points[items[:, 1:].reshape(-1)]
+    codes = (
+        [names[i] for i in anchors],
+        [names[i] for i in items[:, 0]],
+        [[names[i] for i in row] for row in items[:, 1:]],
+    )
     mask = torch.ones(5, 4, dtype=torch.bool)
-    mask[1] = False
-    negative_embs.requires_grad_(True)
-    loss = loss_fn(batch["anchor_emb"], batch["positive_emb"], negative_embs,
-                   anchor_index, positive_index, negative_index, geoopt.Lorentz().dist, 5, 4,
-                   mask=mask)  # fmt: skip
+    mask[1, 2:] = False
+    item_mask = torch.cat([torch.ones(5, 1, dtype=torch.bool), mask], dim=1)
+    for negative_mask, index_mask in ((None, None), (mask, item_mask)):
+        by_index = loss_fn(points, anchors, items, LorentzDistance(), mask=index_mask)
+        by_name = loss_fn(anchor_emb, positive_emb, negative_embs, *codes, LorentzDistance(),
+                          5, 4, mask=negative_mask)  # fmt: skip
+        torch.testing.assert_close(by_name, by_index, rtol=0, atol=0)
+        # index tensors in the original form, (B, K) or (B * K,)
+        for negatives in (items[:, 1:], items[:, 1:].reshape(-1)):
+            seed_index = loss_fn(anchor_emb, positive_emb, negative_embs, anchors,
+                                 items[:, 0], negatives, LorentzDistance(), 5, 4,
+                                 mask=negative_mask)  # fmt: skip
+            torch.testing.assert_close(seed_index, by_index, rtol=0, atol=0)
+        # the original constructors: a dense matrix and a name map
+        dense = LambdaRankLoss(tree.distances(), tree.index, weight=0.3, ndcg_k=5)
+        torch.testing.assert_close(
+            dense(anchor_emb, positive_emb, negative_embs, *codes, LorentzDistance(), 5, 4,
+                  mask=negative_mask),
+            by_index,
+        )  # fmt: skip
+        from_tree = LambdaRankLoss.from_tree(tree, weight=0.3, ndcg_k=5)
+        torch.testing.assert_close(
+            from_tree(points, anchors, items, LorentzDistance(), mask=index_mask), by_index
+        )
+    # keyword arguments in the original form
+    by_keyword = loss_fn(
+        anchor_emb=anchor_emb, positive_emb=positive_emb, negative_embs=negative_embs,
+        anchor_codes=codes[0], positive_codes=codes[1], negative_codes=codes[2],
+        distance_fn=LorentzDistance(), batch_size=5, k_negatives=4,
+    )  # fmt: skip
+    torch.testing.assert_close(by_keyword, loss_fn(points, anchors, items, LorentzDistance()))
+
+
+def test_lambda_rank_module_padding_coincident_points_relevance_and_lazy_points():
+    tree = random_tree(30, seed=4)
+    loss_fn = LambdaRankLoss(tree)
+    anchors, items = random_lists_of(tree, 5, 5, seed=3)
+    points = lorentz_points(len(tree), 2, seed=2)
+    # every (anchor, item) distance from one read of the distinct nodes of a lazy table
+    table = RowTable(points)
+    lazy = loss_fn(table, anchors, items, LorentzDistance())
+    torch.testing.assert_close(lazy, loss_fn(points, anchors, items, LorentzDistance()))
+    assert table.rows_served == len(torch.unique(torch.cat([anchors, items.reshape(-1)])))
+    # nothing valid: 0 with a graph; reduction='none' gives (B,) zeros
+    none = torch.zeros(5, 5, dtype=torch.bool)
+    leaf = points.clone().requires_grad_(True)
+    loss = loss_fn(leaf, anchors, items, LorentzDistance(), mask=none)
     loss.backward()
-    assert math.isfinite(loss.item()) and float(negative_embs.grad[4:8].abs().sum()) == 0.0
+    assert loss.item() == 0.0 and float(leaf.grad.abs().sum()) == 0.0
+    per_anchor = LambdaRankLoss(tree, reduction="none")(
+        points, anchors, items, LorentzDistance(), mask=none
+    )
+    assert per_anchor.shape == (5,) and float(per_anchor.abs().sum()) == 0.0
     # every point at one place: finite gradients with LorentzDistance
-    same = lorentz_points(1, 2, seed=0).expand(5, 3)
-    anchor = same.clone().requires_grad_(True)
-    negatives = same.repeat(4, 1).requires_grad_(True)
-    loss = loss_fn(anchor, same, negatives, anchor_index, positive_index, negative_index,
-                   LorentzDistance(), 5, 4)  # fmt: skip
+    same = lorentz_points(1, 2, seed=0).expand(len(tree), 3).clone().requires_grad_(True)
+    loss = loss_fn(same, anchors, items, LorentzDistance())
     loss.backward()
-    assert loss.item() > 0
-    assert bool(torch.isfinite(anchor.grad).all() and torch.isfinite(negatives.grad).all())
+    assert loss.item() > 0 and bool(torch.isfinite(same.grad).all())
+    # a relevance callable on the module reaches the functional form
+    binary = LambdaRankLoss(tree, relevance=lambda t, mask=None: (t <= 2).double())
+    expected = 0.15 * lambda_rank_loss(
+        LorentzDistance()(points[anchors][:, None], points[items]),
+        tree.distances()[anchors[:, None], items],
+        relevance=lambda t, mask=None: (t <= 2).double(),
+    )
+    torch.testing.assert_close(binary(points, anchors, items, LorentzDistance()), expected)
     # float32
-    embs32 = [e.float() for e in embs]
-    loss32 = loss_fn(*embs32, anchor_index, positive_index, negative_index, euclidean, 5, 4)
+    loss32 = loss_fn(points.float(), anchors, items, euclidean)
     assert loss32.dtype == torch.float32 and math.isfinite(loss32.item())
 
 
 def test_lambda_rank_module_rejects_bad_inputs():
     tree = random_tree(20, seed=0)
-    loss_fn = LambdaRankLoss.from_tree(tree)
-    batch = lambda_batch(tree, 4, 3, seed=0)
-    embs = [batch["anchor_emb"], batch["positive_emb"], batch["negative_embs"]]
-    codes = [batch["anchor_codes"], batch["positive_codes"], batch["negative_codes"]]
+    loss_fn = LambdaRankLoss(tree)
+    anchors, items = random_lists_of(tree, 4, 4, seed=0)
+    points = lorentz_points(20, 2, seed=0)
 
-    def call(embs=embs, codes=codes, distance_fn=None, b=4, k=3, **kw):
+    def call(points=points, anchors=anchors, items=items, distance_fn=None, **kw):
         distance_fn = LorentzDistance() if distance_fn is None else distance_fn
-        return loss_fn(*embs, *codes, distance_fn, b, k, **kw)
+        return loss_fn(points, anchors, items, distance_fn, **kw)
 
+    with pytest.raises(TypeError, match="anchors.*integer"):
+        call(anchors=anchors.float())
+    with pytest.raises(TypeError, match="anchors"):
+        call(anchors=anchors.tolist())
+    with pytest.raises(ValueError, match="anchors.*shape"):
+        call(anchors=anchors[:, None])
+    with pytest.raises(ValueError, match="anchors.*outside"):
+        call(anchors=anchors + 20)
+    with pytest.raises(ValueError, match="items.*shape"):
+        call(items=items[:3])
+    with pytest.raises(ValueError, match="items.*shape"):
+        call(items=items.reshape(-1))
+    with pytest.raises(ValueError, match="items.*outside"):
+        call(items=items - 25)
+    padded = items.clone()
+    padded[0, 3] = -1
+    with pytest.raises(ValueError, match="items.*outside.*-1"):
+        call(items=padded)  # -1 is only allowed where the mask is False
+    mask = torch.ones(4, 4, dtype=torch.bool)
+    mask[0, 3] = False
+    assert math.isfinite(call(items=padded, mask=mask).item())
+    with pytest.raises(TypeError, match="mask.*bool"):
+        call(mask=mask.float())
+    with pytest.raises(ValueError, match="mask.*shape"):
+        call(mask=mask[:, :3])
+    with pytest.raises(ValueError, match="one row per tree node"):
+        call(points=points[:10])
+    bad = points.clone()
+    bad[int(items[1, 1]), 0] = float("inf")
+    with pytest.raises(ValueError, match="points.*inf"):
+        call(points=bad)
+    with pytest.raises(TypeError, match="distance_fn"):
+        call(distance_fn=3)
+    with pytest.raises(ValueError, match="broadcast"):
+        call(distance_fn=lambda x, y: torch.mm(x, y.mT))
+    with pytest.raises(ValueError, match="broadcast"):
+        call(distance_fn=lambda x, y: (x - y).norm(dim=-1, keepdim=True))
+    with pytest.raises(ValueError, match="geoopt.Manifold.dist"):  # the masked (paired) path
+        call(distance_fn=lambda x, y: (x - y).norm(dim=-1, keepdim=True), mask=mask)
+    with pytest.raises(ValueError, match="sigma"):
+        LambdaRankLoss(tree, sigma=0.0)
+    with pytest.raises(ValueError, match="ndcg_k"):
+        LambdaRankLoss(tree, ndcg_k=0)
+    with pytest.raises(ValueError, match="reduction"):
+        LambdaRankLoss(tree, reduction="violations")
+    with pytest.raises(TypeError, match="relevance"):
+        LambdaRankLoss(tree, relevance="linear")
+    with pytest.raises(ValueError, match="tree_distances"):
+        LambdaRankLoss(torch.zeros(2, 3), {})
+
+
+def test_lambda_rank_named_form_rejects_unknown_names_and_bad_inputs():
+    tree = random_tree(20, seed=0)
+    loss_fn = LambdaRankLoss(tree)
+    anchors, items = random_lists_of(tree, 4, 4, seed=0)
+    points = lorentz_points(20, 2, seed=0)
+    names = tree.names
+    embs = [points[anchors], points[items[:, 0]], points[items[:, 1:].reshape(-1)]]
+    codes = [
+        [names[i] for i in anchors],
+        [names[i] for i in items[:, 0]],
+        [[names[i] for i in row] for row in items[:, 1:]],
+    ]
+
+    def call(embs=embs, codes=codes, b=4, k=3, **kw):
+        return loss_fn(*embs, *codes, LorentzDistance(), b, k, **kw)
+
+    assert math.isfinite(call().item())
+    # unknown names are errors naming them (they used to be silently masked or skipped)
+    for position, where in ((0, "unknown anchor"), (1, "unknown positive")):
+        broken = [list(c) for c in codes]
+        broken[position][1] = where
+        with pytest.raises(UnknownNodeError, match=where):
+            call(codes=broken)
+    broken = [codes[0], codes[1], [list(row) for row in codes[2]]]
+    broken[2][0][2] = "unknown negative"
+    with pytest.raises(ValueError, match="unknown negative"):
+        call(codes=broken)
     with pytest.raises(ValueError, match="negative_embs"):
-        call(b=4, k=2)
+        call(k=2)
     with pytest.raises(ValueError, match="anchor_emb"):
         call(b=3, k=4)
     with pytest.raises(ValueError, match="positive_emb"):
@@ -668,15 +1030,69 @@ def test_lambda_rank_module_rejects_bad_inputs():
         call(codes=[codes[0][:3], codes[1], codes[2]])
     with pytest.raises(ValueError, match="negative_codes"):
         call(codes=[codes[0], codes[1], [row[:2] for row in codes[2]]])
+    with pytest.raises(ValueError, match="negative_codes"):
+        call(codes=[codes[0], codes[1], items[:, 1:3]])
+    with pytest.raises(ValueError, match="anchor_codes.*outside"):
+        call(codes=[anchors + 20, codes[1], codes[2]])
     with pytest.raises(ValueError, match="mask"):
         call(mask=torch.ones(4, 4, dtype=torch.bool))
-    with pytest.raises(ValueError, match="broadcast"):
-        call(distance_fn=lambda x, y: torch.mm(x, y.mT))
-    with pytest.raises(ValueError, match="broadcast"):
-        call(distance_fn=lambda x, y: (x - y).norm(dim=-1, keepdim=True))
-    with pytest.raises(ValueError, match="sigma"):
-        LambdaRankLoss.from_tree(tree, sigma=0.0)
-    with pytest.raises(ValueError, match="ndcg_k"):
-        LambdaRankLoss.from_tree(tree, ndcg_k=0)
-    with pytest.raises(ValueError, match="tree_distances"):
-        LambdaRankLoss(torch.zeros(2, 3), {})
+    with pytest.raises(TypeError, match="mask"):
+        call(mask=torch.ones(4, 3))
+
+
+# ----------------------------------------------------------------------------------------------
+# A tree past Tree.DENSE_LIMIT: tree distances on demand, nothing N x N
+
+
+def test_modules_on_a_tree_past_the_dense_limit():
+    tree = random_tree(30_000, seed=0)
+    assert len(tree) > Tree.DENSE_LIMIT
+    with pytest.raises(ValueError, match="distance"):
+        tree.distances()  # a dense matrix is refused here, so the modules cannot be using one
+    generator = torch.Generator().manual_seed(0)
+    # a lazy table: only the requested rows are ever computed (no (N, D + 1) tensor either)
+    tangent = torch.randn(len(tree), 2, generator=generator, dtype=F64)
+
+    class TangentTable:
+        def __getitem__(self, index):
+            rows = torch.cat([torch.zeros(len(index), 1, dtype=F64), tangent[index]], dim=1)
+            return geoopt.Lorentz().expmap0(rows)
+
+    table = TangentTable()
+    nodes = torch.randint(0, len(tree), (64,), generator=generator)
+    anchors = nodes[:16]
+    items = torch.randint(0, len(tree), (16, 6), generator=generator)
+    # oracle: tree distances of the same pairs by walking up parent pointers
+    parent = tree.parent.tolist()
+    depth = tree.depth.tolist()
+
+    def walk(u, v):
+        steps = 0
+        while u != v:
+            if depth[u] >= depth[v]:
+                u = parent[u]
+            else:
+                v = parent[v]
+            steps += 1
+        return float(steps)
+
+    block_tree = torch.tensor([[walk(u, v) for v in nodes.tolist()] for u in nodes.tolist()])
+    block_points = table[nodes]
+    block_distances = pairwise_distances_of(block_points)
+    value = RankOrderPreservationLoss(tree, weight=1.0)(table, nodes, LorentzDistance())
+    expected = rank_order_preservation_loss(block_distances, block_tree, margin=0.1)
+    torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
+    value = GlobalRankLoss(tree, weight=1.0)(table, nodes, LorentzDistance())
+    torch.testing.assert_close(value, global_rank_loss(block_distances, block_tree))
+    list_tree = torch.tensor(
+        [[walk(a, i) for i in row] for a, row in zip(anchors.tolist(), items.tolist(), strict=True)]
+    )
+    list_distances = LorentzDistance()(
+        table[anchors][:, None, :], table[items.reshape(-1)].view(16, 6, -1)
+    )
+    value = LambdaRankLoss(tree, weight=1.0)(table, anchors, items, LorentzDistance())
+    torch.testing.assert_close(value, lambda_rank_loss(list_distances, list_tree))
+
+
+def pairwise_distances_of(points):
+    return LorentzDistance()(points[:, None, :], points[None, :, :])

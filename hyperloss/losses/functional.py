@@ -1,14 +1,16 @@
 """Ranking losses on plain tensors of distances.
 
-Two losses that make embedding distances respect the order of tree distances:
+Three losses that make embedding distances respect the order of tree distances:
 
 * :func:`rank_order_preservation_loss`: a margin hinge over every anchor and every pair of
-  candidates with different tree distances, on an ``(N, N)`` matrix of embedding distances.
-* :func:`lambda_rank_loss`: LambdaRank (Burges, 2010) on ``(B, 1 + K)`` lists of
-  [positive, negative_1, ..., negative_K] per anchor, weighted by the change in NDCG@k.
+  candidates with different tree distances, on an ``(n, n)`` block of embedding distances.
+* :func:`lambda_rank_loss`: LambdaRank (Burges, 2010) on ``(B, L)`` lists of items per anchor
+  (conventionally [positive, negative_1, ..., negative_K]), weighted by the change in NDCG@k.
+* :func:`global_rank_loss`: a margin hinge over every pair of pairs of a block, with a margin
+  relative to the embedding's scale (the term Spearman correlation rewards).
 
-Both take distances (not points), so they work with any manifold: the modules in
-:mod:`hyperloss.losses.modules` turn names and points into these tensors.
+All take distances (not points), so they work with any manifold: the modules in
+:mod:`hyperloss.losses.modules` turn indices and points into these tensors.
 """
 
 from __future__ import annotations
@@ -16,21 +18,26 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["lambda_rank_loss", "rank_order_preservation_loss"]
+from hyperloss.losses._validation import check_count, check_mask, check_nonnegative, check_real
+from hyperloss.relevance import tree_relevance
+
+__all__ = ["global_rank_loss", "lambda_rank_loss", "rank_order_preservation_loss"]
 
 _RANK_ORDER_REDUCTIONS = ("violations", "mean", "sum", "none")
 _LAMBDA_RANK_REDUCTIONS = ("mean", "sum", "none")
+_GLOBAL_RANK_REDUCTIONS = ("mean", "sum")
+
+#: ``relevance(tree_distances (B, L) float64, mask=None or bool (B, L)) -> (B, L)``
+Relevance = Callable[..., Tensor]
 
 # Entries of the (rows, L + 1, N + 1) int32 count table built per block of anchors; 2**22 entries
 # is 16 MiB, so the working memory of the rank-order loss stays bounded whatever N is.
 _COUNT_TABLE_BUDGET = 2**22
-
-# Smoothing constant of the relevance grades, as in the research code (users port numbers).
-_RELEVANCE_EPS = 1e-6
 
 
 def rank_order_preservation_loss(
@@ -109,10 +116,8 @@ def rank_order_preservation_loss(
     _check_square_matrix(embedding_distances, "embedding_distances")
     _check_square_matrix(tree_distances, "tree_distances")
     _check_distance_pair(embedding_distances, tree_distances)
-    margin = _check_real(margin, "margin")
-    if margin < 0:
-        raise ValueError(f"margin must be >= 0, got {margin}")
-    min_distance = _check_real(min_distance, "min_distance")
+    margin = check_nonnegative(margin, "margin")
+    min_distance = check_real(min_distance, "min_distance")
     if reduction not in _RANK_ORDER_REDUCTIONS:
         raise ValueError(f"reduction must be one of {_RANK_ORDER_REDUCTIONS}, got {reduction!r}")
     if chunk_size is not None and (
@@ -152,16 +157,21 @@ def lambda_rank_loss(
     ndcg_k: int = 10,
     mask: Tensor | None = None,
     reduction: str = "mean",
+    relevance: Relevance | None = None,
 ) -> Tensor:
     r"""LambdaRank loss on per-anchor lists ranked by embedding distance, weighted by NDCG@k.
 
     Row :math:`a` is one anchor's list of items (conventionally [positive, negative_1, ...,
     negative_K]). With :math:`t` the tree distances from the anchor and :math:`t_{max}` the
-    largest of them among the row's valid items, the relevance of item :math:`j` is
+    largest of them among the row's valid items, the relevance of item :math:`j` is, by
+    default, the graded relevance of :func:`hyperloss.relevance.tree_relevance` (the one the
+    NDCG metric uses)
 
     .. math:: r_j = \frac{t_{max} - t_j + 10^{-6}}{t_{max} + 10^{-6}},
 
-    the score is :math:`s_j = -d_j`, and the row's loss is (Burges, 2010)
+    a linear grade that decreases with the tree distance: 1 at tree distance 0, about 0 (but
+    positive) at :math:`t_{max}`. The score is :math:`s_j = -d_j`, and the row's loss is
+    (Burges, 2010)
 
     .. math:: \sum_{i, j:\, r_i > r_j} |\Delta\mathrm{NDCG@k}_{ij}|
               \log\bigl(1 + e^{-\sigma (s_i - s_j)}\bigr),
@@ -176,22 +186,30 @@ def lambda_rank_loss(
 
     Parameters
     ----------
-    embedding_distances : Tensor, shape (B, 1 + K)
+    embedding_distances : Tensor, shape (B, L)
         Embedding distances from each anchor to its list's items, floating point; finite at
         the valid items. Gradients flow into it.
-    tree_distances : Tensor, shape (B, 1 + K)
+    tree_distances : Tensor, shape (B, L)
         Tree distances from each anchor to the same items; finite at the valid items.
     sigma : float, default=1.0
         Positive steepness of the pairwise logistic loss.
     ndcg_k : int, default=10
         Cut-off of NDCG@k, ``>= 1``.
-    mask : Tensor of bool, shape (B, 1 + K), optional
-        True at the valid items; padded or unknown items (False) take no part in the
-        relevance, the ranking, IDCG or any pair. Default: all valid.
+    mask : Tensor of bool, shape (B, L), optional
+        True at the valid items; padded items (False) take no part in the relevance, the
+        ranking, IDCG or any pair, and may hold anything (even NaN). Default: all valid.
     reduction : {'mean', 'sum', 'none'}, default='mean'
         ``'mean'``: the mean of the per-anchor losses over the valid anchors (0 when there
         are none); ``'sum'``; ``'none'``: the per-anchor losses, shape ``(B,)``, 0 at invalid
         anchors.
+    relevance : callable, optional
+        ``relevance(tree_distances, mask=mask)`` with ``tree_distances`` float64 ``(B, L)``
+        (0 at invalid items) and ``mask`` a bool ``(B, L)`` tensor or None, returning the
+        relevance grades ``(B, L)``: finite and ``>= 0`` at the valid items (the gains of
+        NDCG; invalid items are set to 0). Default:
+        :func:`hyperloss.relevance.tree_relevance`. Like ``sklearn.metrics.ndcg_score``,
+        which takes the relevance as input, this lets a caller grade items another way, e.g.
+        ``lambda t, mask=None: (t <= 2).double()``.
 
     Returns
     -------
@@ -210,6 +228,26 @@ def lambda_rank_loss(
       the forward pass, so the backward pass is one product (first derivatives only).
     * The loss is :math:`\ge 0` and decreases as the list becomes correctly ordered. Unlike the
       research code, pairs are not weighted by the probability that they are already ordered.
+    * IDCG@k sorts the valid items by decreasing relevance (ties there change nothing); a row
+      whose valid items all have relevance 0 has no pair and contributes 0.
+
+    Raises
+    ------
+    TypeError
+        If a tensor argument is not a tensor, ``embedding_distances`` is not floating point,
+        ``mask`` is not bool, or ``ndcg_k`` is not an int.
+    ValueError
+        On a wrong shape, a non-finite value at a valid item, ``sigma <= 0``, ``ndcg_k < 1``,
+        an unknown ``reduction``, or a ``relevance`` result of the wrong shape, non-finite
+        or negative at a valid item.
+
+    Examples
+    --------
+    >>> import torch
+    >>> d = torch.tensor([[0.5, 2.0, 1.0]], dtype=torch.float64)  # embedding distances
+    >>> t = torch.tensor([[1.0, 4.0, 2.0]], dtype=torch.float64)  # tree distances
+    >>> float(lambda_rank_loss(d, t, ndcg_k=3)) < float(lambda_rank_loss(d.flip(1), t, ndcg_k=3))
+    True
 
     References
     ----------
@@ -230,31 +268,133 @@ def lambda_rank_loss(
             f"{tuple(embedding_distances.shape)}"
         )
     _check_distance_pair(embedding_distances, tree_distances)
-    sigma = _check_real(sigma, "sigma")
+    sigma = check_real(sigma, "sigma")
     if sigma <= 0:
         raise ValueError(f"sigma must be > 0, got {sigma}")
-    if isinstance(ndcg_k, bool) or not isinstance(ndcg_k, numbers.Integral):
-        raise TypeError(f"ndcg_k must be an int, got {type(ndcg_k).__name__}")
-    if ndcg_k < 1:
-        raise ValueError(f"ndcg_k must be >= 1, got {ndcg_k}")
-    ndcg_k = int(ndcg_k)
+    ndcg_k = check_count(ndcg_k, "ndcg_k")
     if reduction not in _LAMBDA_RANK_REDUCTIONS:
         raise ValueError(f"reduction must be one of {_LAMBDA_RANK_REDUCTIONS}, got {reduction!r}")
+    if relevance is not None and not callable(relevance):
+        raise TypeError(f"relevance must be callable or None, got {type(relevance).__name__}")
     device = embedding_distances.device
     tree_distances = tree_distances.to(device=device, dtype=torch.float64)
     valid = None
     if mask is None:
         _check_lists_finite(embedding_distances, tree_distances)
     else:
-        if not isinstance(mask, Tensor):
-            raise TypeError(f"mask must be a torch.Tensor or None, got {type(mask).__name__}")
-        if mask.shape != embedding_distances.shape:
-            raise ValueError(
-                f"mask must have the shape of embedding_distances "
-                f"{tuple(embedding_distances.shape)}, got {tuple(mask.shape)}"
-            )
-        valid = mask.to(device=device, dtype=torch.bool)
-    return _lambda_rank(embedding_distances, tree_distances, sigma, ndcg_k, valid, reduction)
+        check_mask(mask, tuple(embedding_distances.shape), "mask")
+        valid = mask.to(device=device)
+    return _lambda_rank(
+        embedding_distances, tree_distances, sigma, ndcg_k, valid, reduction, relevance=relevance
+    )
+
+
+def global_rank_loss(
+    embedding_distances: Tensor,
+    tree_distances: Tensor,
+    *,
+    margin: float = 0.1,
+    relative_margin: bool = True,
+    reduction: str = "mean",
+) -> Tensor:
+    r"""Margin hinge over every pair of pairs whose embedding distances contradict the tree.
+
+        Over the pairs :math:`a, b` of a set of nodes, with :math:`d` the embedding and :math:`t`
+        the tree distances of the pairs, every ordered pair of pairs with :math:`t_a < t_b` gives
+        the term
+
+        .. math:: \ell_{ab} = \max(0,\; d_a - d_b +
+    ho \cdot 	ext{margin}),
+
+        with :math:`
+    ho = ar d / ar t` (the mean embedding distance per unit of mean tree
+        distance over the given pairs, held constant in the backward pass) when
+        ``relative_margin`` is True, else :math:`
+    ho = 1`. The margin then follows the
+        embedding's scale: the term neither grows nor shrinks the embedding and its gradient is
+        of order one at any scale. Where :class:`RankOrderPreservationLoss` compares two
+        distances from the same anchor, this compares every distance with every other, which is
+        what Spearman correlation over all pairs measures.
+
+        Parameters
+        ----------
+        embedding_distances : Tensor, shape (P,) or (n, n)
+            Embedding distances of ``P`` pairs, floating point, finite; or an ``(n, n)`` block of a
+            set of ``n`` nodes, of which the ``P = n (n - 1) / 2`` pairs ``i < j`` (the strict
+            upper triangle) are read. Gradients flow into it.
+        tree_distances : Tensor, shape (P,) or (n, n)
+            Tree distances of the same pairs (same shape), finite, ``>= 0``.
+        margin : float, default=0.1
+            Non-negative margin, in tree-distance units when ``relative_margin``.
+        relative_margin : bool, default=True
+            Scale the margin by :math:`
+    ho = ar d / ar t` (0 when :math:`ar t = 0`).
+        reduction : {'mean', 'sum'}, default='mean'
+            ``'mean'``: the sum of the terms divided by their number (0 when all tree distances
+            are equal); ``'sum'``. (There is no ``'none'``: each term involves two pairs, so no
+            per-item split is natural.)
+
+        Returns
+        -------
+        Tensor
+            Scalar, in the dtype of ``embedding_distances``.
+
+        Raises
+        ------
+        TypeError
+            If an input is not a tensor or ``embedding_distances`` is not floating point.
+        ValueError
+            On a shape mismatch, a non-square block, NaN or inf, a negative tree distance, a
+            negative ``margin`` or an unknown ``reduction``.
+
+        Notes
+        -----
+        Computed exactly without forming the ``P x P`` terms: tree distances take few distinct
+        values (levels), and per level the violated terms of the pairs at that level against
+        every lower-level pair come from one sort and suffix sums, :math:`O(P \log P)` per level
+        (the Python loop runs over the levels only). A term equal to 0 counts as not violated and
+        gets gradient 0, as ``torch.relu`` does.
+
+        Examples
+        --------
+        >>> import torch
+        >>> d = torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
+        >>> t = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+        >>> global_rank_loss(d, t, margin=0.0, relative_margin=False, reduction="sum")
+        tensor(1., dtype=torch.float64)
+    """
+    for value, name in (
+        (embedding_distances, "embedding_distances"),
+        (tree_distances, "tree_distances"),
+    ):
+        if not isinstance(value, Tensor):
+            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    if embedding_distances.dim() not in (1, 2):
+        raise ValueError(
+            "embedding_distances must have shape (P,) or (n, n), got "
+            f"{tuple(embedding_distances.shape)}"
+        )
+    if embedding_distances.dim() == 2:
+        _check_square_matrix(embedding_distances, "embedding_distances")
+    _check_distance_pair(embedding_distances, tree_distances)
+    margin = check_nonnegative(margin, "margin")
+    if not isinstance(relative_margin, bool):
+        raise TypeError(f"relative_margin must be a bool, got {type(relative_margin).__name__}")
+    if reduction not in _GLOBAL_RANK_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_GLOBAL_RANK_REDUCTIONS}, got {reduction!r}")
+    tree_distances = tree_distances.to(device=embedding_distances.device, dtype=torch.float64)
+    if embedding_distances.dim() == 2:
+        n = embedding_distances.shape[0]
+        first, second = torch.triu_indices(n, n, 1, device=embedding_distances.device)
+        embedding_distances = embedding_distances[first, second]
+        tree_distances = tree_distances[first, second]
+    if not _all_finite(embedding_distances.detach()):
+        raise ValueError("embedding_distances contains NaN or inf")
+    if not _all_finite(tree_distances):
+        raise ValueError("tree_distances contains NaN or inf")
+    if tree_distances.numel() and float(tree_distances.min()) < 0:
+        raise ValueError("tree_distances must be >= 0")
+    return _global_rank(embedding_distances, tree_distances, margin, relative_margin, reduction)
 
 
 # --------------------------------------------------------------------------------------------
@@ -275,6 +415,36 @@ def _check_lists_finite(embedding_distances: Tensor, tree_distances: Tensor) -> 
         raise ValueError("embedding_distances or tree_distances contains NaN or inf")
 
 
+def _global_rank(
+    distances: Tensor, tree_distances: Tensor, margin: float, relative_margin: bool, reduction: str
+) -> Tensor:
+    """:func:`global_rank_loss` on checked pair vectors (P,), tree distances float64."""
+    if relative_margin and distances.numel():
+        mean_tree = float(tree_distances.mean())
+        # The scale of the embedding (mean embedding distance per unit of tree distance, held
+        # constant): the term is then indifferent to the scale and its gradient stays O(1)
+        # whether the points are near the origin or far out.
+        scale = float(distances.detach().mean()) / mean_tree if mean_tree > 0 else 0.0
+        margin = margin * scale
+    levels = torch.unique(tree_distances)
+    total = distances.new_zeros(())
+    terms = 0
+    for level in levels[1:]:
+        lower = torch.sort(distances[tree_distances < level]).values
+        # suffix[i] = sum of lower[i:], with a trailing 0 for "none above the threshold".
+        suffix = torch.flip(torch.cumsum(torch.flip(lower, [0]), 0), [0])
+        suffix = torch.cat([suffix, suffix.new_zeros(1)])
+        upper = distances[tree_distances == level]
+        # For pair b, the violating a are the lower-level pairs with d_a > d_b - margin.
+        first = torch.searchsorted(lower.detach(), (upper - margin).detach(), right=True)
+        count = (lower.numel() - first).to(distances.dtype)
+        total = total + (suffix[first] + count * (margin - upper)).sum()
+        terms += lower.numel() * upper.numel()
+    if reduction == "sum":
+        return total
+    return total / max(terms, 1)
+
+
 def _lambda_rank(
     embedding_distances: Tensor,
     tree_distances: Tensor,
@@ -283,6 +453,8 @@ def _lambda_rank(
     valid: Tensor | None,
     reduction: str,
     scale: float = 1.0,
+    *,
+    relevance: Relevance | None = None,
 ) -> Tensor:
     """:func:`lambda_rank_loss` on checked arguments, times ``scale``.
 
@@ -306,7 +478,7 @@ def _lambda_rank(
         scale = scale / max(valid_anchors, 1)
     with torch.no_grad():
         pair_weights = _lambda_pair_weights(
-            embedding_distances, tree_distances, valid, ndcg_k, scale
+            embedding_distances, tree_distances, valid, ndcg_k, scale, relevance
         )
     incidence = _pair_incidence(
         embedding_distances.shape[1], embedding_distances.dtype, embedding_distances.device
@@ -430,7 +602,12 @@ def _rank_order_block_counts(
 
 
 def _lambda_pair_weights(
-    distances: Tensor, tree_distances: Tensor, valid: Tensor | None, k: int, scale: float
+    distances: Tensor,
+    tree_distances: Tensor,
+    valid: Tensor | None,
+    k: int,
+    scale: float,
+    relevance_fn: Relevance | None = None,
 ) -> Tensor:
     """Signed ``scale`` * |dNDCG@k| of every unordered pair of items (no autograd).
 
@@ -442,21 +619,16 @@ def _lambda_pair_weights(
     """
     batch, n = distances.shape
     device = distances.device
-    if valid is None:
-        max_tree = tree_distances.amax(dim=1, keepdim=True)
+    if relevance_fn is None:
+        relevance = tree_relevance(tree_distances, mask=valid)
     else:
-        max_tree = torch.where(valid, tree_distances, -math.inf).amax(dim=1, keepdim=True)
-        max_tree = torch.where(torch.isfinite(max_tree), max_tree, 0.0)  # no valid item
-    relevance = (max_tree - tree_distances + _RELEVANCE_EPS) / (max_tree + _RELEVANCE_EPS)
-    if valid is not None:
-        relevance = torch.where(valid, relevance, 0.0)
+        relevance = _custom_relevance(relevance_fn, tree_distances, valid)
 
     # Discount of each item at its 1-based position in the current ranking (decreasing score =
-    # increasing distance), stable on ties; invalid items go last. The ideal order (decreasing
-    # relevance) is the order of increasing tree distance: relevance is a non-increasing
-    # function of t (also in floating point), and invalid items (relevance 0 < any valid
-    # relevance) are keyed +inf. Both orders come from one sort.
-    keys = torch.cat([distances, tree_distances])  # (2B, n) float64
+    # increasing distance), stable on ties; invalid items go last. The ideal order is the order
+    # of decreasing relevance (IDCG depends only on the sorted grades, so ties there change
+    # nothing); invalid items are keyed +inf. Both orders come from one sort.
+    keys = torch.cat([distances.to(torch.float64), -relevance])  # (2B, n) float64
     if valid is not None:
         keys.masked_fill_(~torch.cat([valid, valid]), math.inf)
     order = torch.sort(keys, dim=1, stable=True).indices
@@ -465,8 +637,9 @@ def _lambda_pair_weights(
         1, order[:batch], discount_by_position.expand(batch, n)
     )
     ideal_dcg = torch.mv(relevance.gather(1, order[batch:]), discount_by_position)
-    if valid is not None:  # a row with no valid item has IDCG 0 (and no pair)
-        ideal_dcg = torch.where(ideal_dcg > 0, ideal_dcg, 1.0)
+    # A row with no valid item, or with relevance 0 at every valid item, has IDCG 0 and no
+    # pair of different relevance: any finite divisor keeps its weights at 0.
+    ideal_dcg = torch.where(ideal_dcg > 0, ideal_dcg, 1.0)
 
     # r_i - r_j and D(p_i) - D(p_j) for every pair i < j, as products with the transposed
     # incidence matrix (+1 at i, -1 at j: exact differences); |r_i - r_j| |dD| signed by
@@ -522,6 +695,27 @@ class _LambdaPairLoss(torch.autograd.Function):
         return grad * lambdas, None, None, None, None
 
 
+def _custom_relevance(
+    relevance_fn: Relevance, tree_distances: Tensor, valid: Tensor | None
+) -> Tensor:
+    """A caller's relevance grades (B, L) float64, checked, 0 at invalid items."""
+    relevance = relevance_fn(tree_distances, mask=valid)
+    if not isinstance(relevance, Tensor) or relevance.shape != tree_distances.shape:
+        got = tuple(relevance.shape) if isinstance(relevance, Tensor) else type(relevance).__name__
+        raise ValueError(
+            f"relevance(tree_distances, mask=...) must return a tensor of shape "
+            f"{tuple(tree_distances.shape)}, got {got}"
+        )
+    relevance = relevance.detach().to(device=tree_distances.device, dtype=torch.float64)
+    if valid is not None:
+        relevance = torch.where(valid, relevance, 0.0)
+    if not bool(torch.isfinite(relevance).all()):
+        raise ValueError("relevance returned NaN or inf at a valid item")
+    if bool((relevance < 0).any()):
+        raise ValueError("relevance returned a negative grade at a valid item")
+    return relevance
+
+
 @functools.lru_cache(maxsize=64)
 def _pair_incidence(n: int, dtype: torch.dtype, device: torch.device) -> Tensor:
     """(P, n) matrix of the pairs i < j (row-major order): +1 at column i, -1 at column j."""
@@ -565,18 +759,6 @@ def _check_square_matrix(matrix: object, name: str) -> None:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(matrix).__name__}")
     if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"{name} must be a square (N, N) matrix, got shape {tuple(matrix.shape)}")
-
-
-def _check_real(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        if isinstance(value, Tensor) and value.numel() == 1:
-            value = value.item()
-        else:
-            raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
 
 
 def _check_distance_pair(embedding_distances: Tensor, tree_distances: Tensor) -> None:
