@@ -6,18 +6,21 @@ Run from the repository root::
 
 One run prints one table. Every time is the median of several forward+backward passes on one
 CPU thread (``torch.set_num_threads(1)``), float64, points on the Lorentz model (dim 2) and
-``distance_fn = hyperloss.geometry.LorentzDistance()``; codes are sampled from NAICS (the
-rank-order rows uniformly; the LambdaRank lists by ``hyperloss.sampling.ListSampler`` with the
-defaults that ``fit`` uses).
+``distance_fn = hyperloss.geometry.LorentzDistance()``; nodes are sampled from NAICS (the
+rank-order blocks uniformly; the LambdaRank lists by ``hyperloss.sampling.ListSampler`` with the
+defaults that ``fit`` uses). The modules run their index path: points for every node of the
+tree (indexed by tree index), LongTensor blocks / lists, tree distances from the ``Tree`` on
+demand.
 
 Two like-for-like comparisons, each against a plain-loop reference from
 ``tests/reference_losses.py`` (the code the tests hold the losses against: Python loops over
 anchors, pairs and triples with one torch scalar per term):
 
-* from points: ``module``, the ``nn.Module`` from points and names (distances, tree lookup,
-  loss) + backward, against ``loop, from points``, the research code's way: the same loops
-  with each embedding distance computed inside them by its own ``distance_fn`` call on two
-  points (``reference_*_from_points``) + backward.
+* from points: ``module``, the ``nn.Module`` from points and index tensors (gather, distances,
+  tree distances, loss) + backward, against ``loop, from points``, the research code's way:
+  the same loops with each embedding distance computed inside them by its own ``distance_fn``
+  call on two points and tree distances read from the dense matrix
+  (``reference_*_from_points``) + backward.
 * from distances: ``loss only``, the functional form on a leaf ``(N, N)`` / ``(B, 1 + K)``
   distance tensor + backward, against ``loop, distances given``, the loops on the same leaf
   distance tensor (``reference_rank_order_loss`` / ``reference_lambda_rank_loss``) + backward.
@@ -88,13 +91,13 @@ def random_points(n: int, seed: int) -> torch.Tensor:
 
 
 def rank_order_inputs(n: int, seed: int = 0):
+    """NAICS, a block of n nodes, points for every node (tree index order), the module."""
     tree = naics()
     generator = torch.Generator().manual_seed(seed)
     rows = torch.randperm(len(tree), generator=generator)[:n].sort().values
-    codes = [tree.names[i] for i in rows]
-    points = random_points(n, seed).requires_grad_(True)
-    module = RankOrderPreservationLoss.from_tree(tree, **RANK_ORDER)
-    return tree, rows, codes, points, module
+    points = random_points(len(tree), seed).requires_grad_(True)
+    module = RankOrderPreservationLoss(tree, **RANK_ORDER)
+    return tree, rows, points, module
 
 
 def backward(loss: torch.Tensor) -> float:
@@ -103,10 +106,10 @@ def backward(loss: torch.Tensor) -> float:
 
 
 def compare_rank_order(n: int, repeats: int, reference_repeats: int) -> dict:
-    tree, rows, codes, points, module = rank_order_inputs(n)
+    tree, rows, points, module = rank_order_inputs(n)
     distance = LorentzDistance()
     tree_distances = tree.distances()[rows][:, rows]
-    distances = pairwise_distances(distance, points).detach().requires_grad_(True)
+    distances = pairwise_distances(distance, points[rows]).detach().requires_grad_(True)
     options = {key: RANK_ORDER[key] for key in ("min_distance", "margin", "reduction")}
     weight = RANK_ORDER["weight"]
 
@@ -120,12 +123,12 @@ def compare_rank_order(n: int, repeats: int, reference_repeats: int) -> dict:
 
     def reference_from_points():
         loss = reference_rank_order_loss_from_points(
-            points, codes, distance, all_tree_distances, tree.index, **RANK_ORDER
+            points[rows], rows.tolist(), distance, all_tree_distances, **RANK_ORDER
         )
         return backward(loss)
 
     def run_module():
-        return backward(module(points, codes, distance))
+        return backward(module(points, rows, distance))
 
     return _timed_row(
         f"rank-order  N={n}",
@@ -157,29 +160,18 @@ def compare_lambda_rank(batch: int, k: int, repeats: int, reference_repeats: int
     # The lists training feeds the loss: ListSampler with fit()'s defaults (positive within
     # tree distance 2, tree-distance-aware negatives at temperature 1).
     lists = ListSampler.from_tree(tree, k_negatives=k, seed=0).sample_random(batch)
-    anchors, positives, negatives = lists.anchor, lists.positive, lists.negatives
-    points = random_points(n, 1)
-    names = tree.names
-    anchor_emb = points[anchors].clone().requires_grad_(True)
-    positive_emb = points[positives].clone().requires_grad_(True)
-    negative_embs = points[negatives.reshape(-1)].clone().requires_grad_(True)
-    codes = (
-        [names[i] for i in anchors],
-        [names[i] for i in positives],
-        [[names[i] for i in row] for row in negatives],
-    )
-    module = LambdaRankLoss.from_tree(tree, **LAMBDA_RANK)
+    anchors = lists.anchor
+    items = torch.cat([lists.positive[:, None], lists.negatives], dim=1)  # (B, 1 + K)
+    points = random_points(n, 1).requires_grad_(True)
+    module = LambdaRankLoss(tree, **LAMBDA_RANK)
     distance = LorentzDistance()
-    items = torch.cat([positives[:, None], negatives], dim=1)
     tree_distances = tree.distances()[anchors[:, None], items]
-    item_points = torch.cat([positive_emb[:, None], negative_embs.view(batch, k, -1)], dim=1)
-    distances = distance(anchor_emb[:, None, :], item_points).detach().requires_grad_(True)
+    distances = distance(points[anchors][:, None, :], points[items]).detach().requires_grad_(True)
     options = dict(sigma=LAMBDA_RANK["sigma"], ndcg_k=LAMBDA_RANK["ndcg_k"])
     weight = LAMBDA_RANK["weight"]
 
     def run_module():
-        loss = module(anchor_emb, positive_emb, negative_embs, *codes, distance, batch, k)
-        return backward(loss)
+        return backward(module(points, anchors, items, distance))
 
     def loss_only():
         return backward(weight * lambda_rank_loss(distances, tree_distances, **options))
@@ -191,8 +183,8 @@ def compare_lambda_rank(batch: int, k: int, repeats: int, reference_repeats: int
 
     def reference_from_points():
         loss = reference_lambda_rank_loss_from_points(
-            anchor_emb, positive_emb, negative_embs, *codes, distance, all_tree_distances,
-            tree.index, **LAMBDA_RANK,
+            points[anchors], points[items], anchors.tolist(), items.tolist(), distance,
+            all_tree_distances, **LAMBDA_RANK,
         )  # fmt: skip
         return backward(loss)
 
@@ -207,12 +199,12 @@ def compare_lambda_rank(batch: int, k: int, repeats: int, reference_repeats: int
 def worker_rank_order(n: int, repeats: int) -> dict:
     """One size in a fresh process: peak RSS increase of one pass, then the median time."""
     torch.set_num_threads(1)
-    _, _, codes, points, module = rank_order_inputs(n)
+    _, rows, points, module = rank_order_inputs(n)
     distance = LorentzDistance()
     # warm-up on a few rows: lazy imports and first allocations do not count as the loss's
-    backward(module(points[:8], codes[:8], distance))
-    peak_kib, method = peak_memory_kib(lambda: backward(module(points, codes, distance)))
-    seconds = median_seconds(lambda: backward(module(points, codes, distance)), repeats)
+    backward(module(points, rows[:8], distance))
+    peak_kib, method = peak_memory_kib(lambda: backward(module(points, rows, distance)))
+    seconds = median_seconds(lambda: backward(module(points, rows, distance)), repeats)
     return dict(
         case=f"rank-order  N={n}", module=seconds, peak_mib=peak_kib / 1024, memory_method=method
     )
@@ -330,7 +322,7 @@ def main() -> None:
         if "value_gap" in row:
             gaps.append(row["value_gap"])
     print(
-        "from points: both sides take points, names and LorentzDistance; the loop calls "
+        "from points: both sides take points, tree indices and LorentzDistance; the loop calls "
         "distance_fn once per pair inside its loops (the research code's way)."
     )
     print(
