@@ -68,6 +68,7 @@ from hyperloss.geometry import LorentzDistance, expmap0, logmap0, pairwise_dista
 from hyperloss.losses import GlobalRankLoss, LambdaRankLoss, RankOrderPreservationLoss
 from hyperloss.optim import TangentRiemannianAdam
 from hyperloss.sampling import NEGATIVE_STRATEGIES, ListSampler
+from hyperloss.trees import Tree
 from hyperloss.validation import check_curvature, check_int, check_positive
 
 __all__ = ["FitState", "default_losses", "fit"]
@@ -318,7 +319,7 @@ class _FitConfig:
 
     @classmethod
     def build(cls, tree: Any, **kw: Any) -> _FitConfig:
-        if not (hasattr(tree, "names") and hasattr(tree, "distances")):
+        if not isinstance(tree, Tree):
             raise TypeError(f"tree must be a hyperloss.trees.Tree, got {type(tree).__name__}")
         if len(tree.names) < 2:
             raise ValueError(f"tree must have at least 2 nodes, got {len(tree.names)}")
@@ -382,7 +383,7 @@ class _FitConfig:
             )
         return cls(
             dim=dim,
-            losses=_check_losses(kw["losses"], len(tree.names)),
+            losses=_check_losses(kw["losses"], tree),
             epochs=check_int(epochs, "epochs", minimum=1),
             batch_size=check_int(kw["batch_size"], "batch_size", minimum=1),
             lr=check_positive(lr, "lr"),
@@ -449,7 +450,7 @@ def _scaled_defaults(defaults: dict[str, Any], n_nodes: int, batch_size: int) ->
     return scaled
 
 
-def _check_losses(losses: Any, n_nodes: int) -> list[nn.Module] | None:
+def _check_losses(losses: Any, tree: Any) -> list[nn.Module] | None:
     if losses is None:
         return None
     if callable(losses) or not isinstance(losses, Sequence):
@@ -459,11 +460,18 @@ def _check_losses(losses: Any, n_nodes: int) -> list[nn.Module] | None:
     for loss in losses:
         if not callable(loss):
             raise TypeError(f"losses must be callables, got {type(loss).__name__}")
-        tree_distances = getattr(loss, "tree_distances", None)
-        if isinstance(tree_distances, Tensor) and tree_distances.shape[0] != n_nodes:
+        # A loss built for another tree would read wrong tree distances without any error.
+        n_nodes = getattr(loss, "n_nodes", None)
+        if n_nodes is not None and n_nodes != len(tree.names):
             raise ValueError(
-                f"losses: {type(loss).__name__} was built for {tree_distances.shape[0]} nodes, "
-                f"the tree has {n_nodes}"
+                f"losses: {type(loss).__name__} was built for {n_nodes} nodes, the tree has "
+                f"{len(tree.names)}"
+            )
+        source = getattr(loss, "tree", None)
+        if isinstance(source, Tree) and source is not tree and source.names != tree.names:
+            raise ValueError(
+                f"losses: {type(loss).__name__} was built for another tree (its node names "
+                "differ from this tree's)"
             )
     return list(losses)
 
