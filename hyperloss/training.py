@@ -13,16 +13,18 @@ development machine (``torch.set_num_threads(1)``); Spearman over all pairs has 
 *Parametrisation: tangent vectors at the origin.* Each point is stored as ``v`` with
 ``x = expmap0(v)`` and stepped by :class:`~hyperloss.optim.TangentRiemannianAdam`, Riemannian
 Adam written in these coordinates. Evidence: from the 10-D construction (hyperbolic radius up
-to 23.5), one epoch of ``geoopt.optim.RiemannianAdam`` on a ``geoopt.ManifoldParameter`` turned points into
-NaN (the losses refused the embeddings at the second step); the tangent version stays finite
-and keeps NDCG@10 = 1.0. Near the origin both give the same steps (checked: identical metrics
-after 10 epochs from random points). ``parametrization="lorentz"`` keeps the geoopt path.
+to 23.5), one epoch of ``geoopt.optim.RiemannianAdam`` on a ``geoopt.ManifoldParameter``
+turned points into NaN (the losses refused the embeddings at the second step); the tangent
+version stays finite and keeps NDCG@10 = 1.0. Near the origin both give the same steps
+(checked: identical metrics after 10 epochs from random points).
+``parametrization="lorentz"`` keeps the geoopt path.
 
 *Objective.* ``default_losses``: :class:`~hyperloss.losses.RankOrderPreservationLoss`
-(weight 0.1) and :class:`GlobalRankLoss` (weight 10) on a block of 256 random nodes per step,
-:class:`~hyperloss.losses.LambdaRankLoss` (weight 10) on 128 lists of [positive within tree
-distance 2, 24 tree-weighted negatives]. Fine-tuning the 2-D construction (Spearman 0.9427,
-NDCG@10 0.99934), 60 epochs, lr 0.02, cosine schedule, best state kept:
+(weight 0.1) and :class:`~hyperloss.losses.GlobalRankLoss` (weight 10) on a block of 256
+random nodes per step, :class:`~hyperloss.losses.LambdaRankLoss` (weight 10) on 128 lists of
+[positive within tree distance 2, 24 tree-weighted negatives]. Fine-tuning the 2-D
+construction (Spearman 0.9427, NDCG@10 0.99934), 60 epochs, lr 0.02, cosine schedule,
+best state kept:
 
 ==========================================  =========  ========
 weights (rank-order, LambdaRank, global)    Spearman   NDCG@10
