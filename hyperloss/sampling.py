@@ -44,9 +44,14 @@ batch) counts every anchor's nodes per distance class ``(path length, lineal)``;
 picks a class with probability ``count * weight`` (the strategy's weight of that distance) and
 a uniform rank inside it, and a second sweep turns ranks into node indices. Both are exact.
 
-Cost per batch of ``B`` anchors: ``O(height)`` Python iterations and ``O(B * height^2)`` small
-integer operations; memory ``O(N + B * (height + K))``. Nothing ``N x N`` exists; the only
-``O(N)`` arrays are the tree's parent and depth and ``first_child``.
+Cost per batch of ``B`` anchors: two sweeps of at most ``height + 1`` levels, each level a few
+dozen small tensor operations on ``(B, A)`` integers, where ``A <= height + 1`` counts the
+ancestor depths whose ring can still be non-empty (about 2 on a path-like tree); memory
+``O(N + B * (height + K))``. Nothing ``N x N`` exists; the only ``O(N)`` arrays are the tree's
+parent and depth and ``first_child``. Measured (one CPU thread, ``B = 128``, ``K = 24``):
+NAICS (2,126 nodes, height 5) about 3.5 ms per batch; ``random_tree(1_000_000)`` (height 31)
+about 20 ms; a 4,000-node caterpillar of height 2,000 about 1.9 s (time grows with the height,
+linearly).
 
 All draws come from one seeded :class:`torch.Generator` (reproducible; its state can be saved
 and restored with :meth:`ListSampler.state_dict` for exact resumption) and are vectorized: no
