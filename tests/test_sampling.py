@@ -43,6 +43,14 @@ def _walk_path_length(parent, depth, u, v):
         v = torch.where(move_v, parent[v], v)
 
 
+def _caterpillar(length):
+    """A path of ``length`` nodes with one leaf hanging off each: deep, narrow levels."""
+    parents = {"p0": None, "leaf0": "p0"}
+    for i in range(1, length):
+        parents.update({f"p{i}": f"p{i - 1}", f"leaf{i}": f"p{i}"})
+    return Tree.from_parents(parents)
+
+
 def _chi_square_p(counts, probabilities):
     """p-value of observed counts against exact probabilities (cells with p > 0)."""
     support = probabilities > 0
@@ -66,7 +74,13 @@ def _draws_for(sampler, anchor, repeats):
 # ------------------------------------------------------------------ exact structure
 @pytest.mark.parametrize("discount", [0.0, 0.5])
 @pytest.mark.parametrize(
-    "make_tree", [lambda: random_tree(150, seed=4), lambda: balanced_tree(3, 3), naics]
+    "make_tree",
+    [
+        lambda: random_tree(150, seed=4),
+        lambda: balanced_tree(3, 3),
+        naics,
+        lambda: _caterpillar(30),
+    ],
 )
 def test_distance_classes_are_exact_and_enumerate_every_node_once(make_tree, discount):
     tree = make_tree()
