@@ -14,7 +14,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from sklearn.metrics import average_precision_score, ndcg_score
 
-import hyperloss.metrics as metrics_module
+import hyperloss.metrics._codes as codes_module
+import hyperloss.metrics._pairs as pairs_module
 from hyperloss.datasets import naics, random_tree
 from hyperloss.geometry import LorentzDistance, expmap0, pairwise_distances
 from hyperloss.metrics import (
@@ -159,9 +160,11 @@ def oracle_mean_rank(e, relevant):
 def oracle_distortion(e, t, min_distance=0.0):
     pe, pt = _pairs(e, t, min_distance)
     ratio = pe[pt > 0] / pt[pt > 0]
+    scale = np.median(ratio)
     return {
-        "mean": ratio.mean(),
-        "median": np.median(ratio),
+        "mean_ratio": ratio.mean(),
+        "median_ratio": scale,
+        "average": np.mean([max(r / scale, scale / r) for r in ratio]),
         "worst": ratio.max() / ratio.min(),
         "max_expansion": ratio.max(),
         "max_contraction": 1.0 / ratio.min(),
@@ -272,6 +275,7 @@ def test_distortion_with_coincident_points_is_unbounded():
     e[1, 2] = e[2, 1] = 0.0
     got = distortion(e, t)
     assert got["max_contraction"] == math.inf and got["worst"] == math.inf
+    assert got["average"] == math.inf
     assert got["max_expansion"] == pytest.approx(1.0)
 
 
@@ -316,10 +320,10 @@ def test_many_rank_ranges_and_a_tiny_sample(monkeypatch, sample_pairs):
     e = np.triu(e, 1) + np.triu(e, 1).T
     expected_rho = scipy.stats.spearmanr(*_pairs(e, t)).statistic
     expected = oracle_distortion(e, t)
-    monkeypatch.setattr(metrics_module, "_RANK_RANGE_PAIRS", 97)
-    monkeypatch.setattr(metrics_module, "_SAMPLE_PAIRS", sample_pairs)
+    monkeypatch.setattr(pairs_module, "_RANK_RANGE_PAIRS", 97)
+    monkeypatch.setattr(pairs_module, "_SAMPLE_PAIRS", sample_pairs)
     assert spearman(e, t) == pytest.approx(expected_rho, abs=1e-10)
-    assert distortion(e, t)["median"] == pytest.approx(expected["median"], rel=1e-12)
+    assert distortion(e, t)["median_ratio"] == pytest.approx(expected["median_ratio"], rel=1e-12)
 
 
 @pytest.mark.parametrize("side", ["low", "high", "exact", "at_max", "all_tied", "empty"])
@@ -335,7 +339,7 @@ def test_median_search_recovers_from_any_bracket(side):
         "all_tied": np.full(400, 2.5),
         "empty": np.zeros(0),
     }[side]
-    search = metrics_module._MedianSearch(sample)
+    search = pairs_module.MedianSearch(sample)
     for _ in range(3):
         for block in np.array_split(values, 7):
             search.add(block)
@@ -367,7 +371,7 @@ def test_encoding_falls_back_to_unique_beyond_65536_values():
     n = 400
     t = rng.random((n, n))
     t = np.triu(t, 1) + np.triu(t, 1).T
-    codes = metrics_module._encode_tree(t, "tree_distances")
+    codes = codes_module.encode_tree(t, "tree_distances")
     assert codes.values.size > 1 << 16
     np.testing.assert_array_equal(codes.values[codes.codes], t)
     e = _embedding(t, "points", 1)
@@ -497,11 +501,12 @@ def test_rank_metrics_are_invariant_to_monotone_maps_of_embedding_distances(para
     if name in ("double", "shift"):  # affine: Pearson too
         _assert_close(before["cophenetic"], after["cophenetic"])
     if name == "double":  # scaling: ratios scale, the worst case does not
-        for key in ("mean", "median", "max_expansion"):
+        for key in ("mean_ratio", "median_ratio", "max_expansion"):
             _assert_close(2.0 * before["distortion"][key], after["distortion"][key])
         _assert_close(before["distortion"]["max_contraction"] / 2.0,
                       after["distortion"]["max_contraction"])  # fmt: skip
         _assert_close(before["distortion"]["worst"], after["distortion"]["worst"])
+        _assert_close(before["distortion"]["average"], after["distortion"]["average"])
 
 
 def test_perfect_embedding_scores_perfectly():
@@ -695,5 +700,5 @@ def test_average_tie_runs_matches_rankdata():
     for values in (rng.integers(0, 5, 200), rng.integers(0, 1000, 200), np.zeros(7), [1.0]):
         ordered = np.sort(np.asarray(values, dtype=float))
         ranks = np.arange(1, ordered.size + 1, dtype=float)
-        metrics_module._average_tie_runs(ranks, ordered[1:] == ordered[:-1])
+        pairs_module.average_tie_runs(ranks, ordered[1:] == ordered[:-1])
         np.testing.assert_array_equal(ranks, scipy.stats.rankdata(ordered))
