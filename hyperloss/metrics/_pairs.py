@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from hyperloss.metrics._codes import TreeCodes
+from hyperloss.metrics._codes import TreeCodes, code_dtype
 from hyperloss.metrics._common import PAIR_BLOCK_ELEMENTS, rows_per_block
 
 # Pairs ranked by one sort in the global Spearman (~17 bytes each while ranked).
@@ -227,7 +227,7 @@ def sample_statistics(
     a median and the average distortion alike) and costs one more pass of the same sorts.
     """
     values, codes = np.unique(tree_pairs, return_inverse=True)
-    codes = codes.reshape(-1)
+    codes = codes.reshape(-1).astype(code_dtype(values.size))
     whole = _statistics_of_sample(embedding_pairs, codes, values)
     if n_groups == 0:
         return whole, {}

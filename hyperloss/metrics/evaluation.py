@@ -52,7 +52,7 @@ __all__ = ["DEFAULT_ANCHORS", "DEFAULT_PAIRS", "EXACT_LIMIT", "FidelityReport", 
 #: trees are sampled; ``sample=False`` refuses them rather than build ``N x N`` matrices.
 EXACT_LIMIT = 4096
 #: Default anchors of a sampled evaluation (per-anchor metrics).
-DEFAULT_ANCHORS = 256
+DEFAULT_ANCHORS = 200
 #: Default pairs of a sampled evaluation (Spearman, its ceiling, cophenetic, distortion).
 DEFAULT_PAIRS = 1_000_000
 
@@ -173,24 +173,25 @@ class FidelityReport:
             "distortion_max_expansion": "max expansion",
             "distortion_max_contraction": "max contraction",
         }
-        rows: list[tuple[str, str, str]] = []
+        show_errors = self.sampled and bool(self.standard_errors)
+        rows: list[tuple[str, ...]] = []
         for key, value in figures.items():
             spec = ".2f" if key == "mean_rank" else ".4g" if key.startswith("distortion") else ".4f"
-            text = _format(value, spec)
-            if self.sampled and key in self.standard_errors:
-                text += f" ± {_format(self.standard_errors[key], '.2g')}"
-            rows.append((labels.get(key, key), text, self._note(key, value)))
-        name_width = max(len("metric"), *(len(name) for name, _, _ in rows))
-        value_width = max(len("value"), *(len(value) for _, value, _ in rows))
-        note_width = max(len(note) for _, _, note in rows)
-        header = ("metric", "value", "note" if note_width else "")
-        dashes = ("-" * name_width, "-" * value_width, "-" * note_width)
+            row = [labels.get(key, key), _format(value, spec)]
+            if show_errors:
+                error = self.standard_errors.get(key)
+                row.append("" if error is None else f"± {_format_error(error)}")
+            row.append(self._note(key, value))
+            rows.append(tuple(row))
+        header = ("metric", "value", *(("± se",) if show_errors else ()), "note")
+        if not any(row[-1] for row in rows):  # no notes: no note column
+            header, rows = header[:-1], [row[:-1] for row in rows]
+        widths = [max(len(row[c]) for row in (header, *rows)) for c in range(len(header))]
         lines = [self._summary()]
-        for name, value, note in (header, dashes, *rows):
-            line = f"{name:<{name_width}}  {value:>{value_width}}"
-            if note_width:
-                line += f"  {note:<{note_width}}"
-            lines.append(line)
+        for row in (header, tuple("-" * w for w in widths), *rows):
+            cells = [f"{row[0]:<{widths[0]}}", f"{row[1]:>{widths[1]}}"]
+            cells += [f"{cell:<{width}}" for cell, width in zip(row[2:], widths[2:], strict=True)]
+            lines.append("  ".join(cells))
         return "\n".join(lines)
 
     def _summary(self) -> str:
@@ -204,12 +205,13 @@ class FidelityReport:
 
     def _note(self, key: str, value: float) -> str:
         notes = []
+        pairs = "sampled pair" if self.sampled else "pair"
         if key == "distortion_max_contraction" and value < 1:
-            notes.append("< 1: no pair contracted")
+            notes.append(f"< 1: no {pairs} contracted")
         if key == "distortion_max_expansion" and value < 1:
-            notes.append("< 1: no pair expanded")
+            notes.append(f"< 1: no {pairs} expanded")
         if self.sampled and key.removeprefix("distortion_") in EXTREME_DISTORTION_KEYS:
-            notes.append("over the sampled pairs: a lower bound")
+            notes.append("a lower bound (sampled pairs)")
         return "; ".join(notes)
 
 
@@ -276,7 +278,7 @@ def evaluate(
     sample : {'auto', True, False}, default 'auto'
         ``'auto'``: exact up to ``EXACT_LIMIT`` (4,096) nodes, sampled above. ``False``
         refuses trees above ``EXACT_LIMIT`` (``ValueError``).
-    n_anchors : int, default 256
+    n_anchors : int, default 200
         Anchors of a sampled evaluation (all ``N`` when ``n_anchors >= N``: the per-anchor
         metrics are then exact, with standard error 0).
     n_pairs : int, default 1,000,000
@@ -529,6 +531,14 @@ def _dense_distances(
         distances = distances.astype(np.float64)
     check_finite_rows(distances, "distance_fn returned non-finite distances (nan or inf)")
     return distances
+
+
+def _format_error(error: float) -> str:
+    """A standard error with two significant digits in fixed notation (``0.000071``)."""
+    if not math.isfinite(error) or error == 0:
+        return _format(error, "g")
+    decimals = max(0, 1 - math.floor(math.log10(abs(error))))
+    return f"{error:.{decimals}f}"
 
 
 def _format(value: float, spec: str) -> str:
