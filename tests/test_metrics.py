@@ -14,7 +14,8 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from sklearn.metrics import average_precision_score, ndcg_score
 
-import hyperloss.metrics as metrics_module
+import hyperloss.metrics._codes as codes_module
+import hyperloss.metrics._pairs as pairs_module
 from hyperloss.datasets import naics, random_tree
 from hyperloss.geometry import LorentzDistance, expmap0, pairwise_distances
 from hyperloss.metrics import (
@@ -159,9 +160,11 @@ def oracle_mean_rank(e, relevant):
 def oracle_distortion(e, t, min_distance=0.0):
     pe, pt = _pairs(e, t, min_distance)
     ratio = pe[pt > 0] / pt[pt > 0]
+    scale = np.median(ratio)
     return {
-        "mean": ratio.mean(),
-        "median": np.median(ratio),
+        "mean_ratio": ratio.mean(),
+        "median_ratio": scale,
+        "average": np.mean([max(r / scale, scale / r) for r in ratio]),
         "worst": ratio.max() / ratio.min(),
         "max_expansion": ratio.max(),
         "max_contraction": 1.0 / ratio.min(),
@@ -272,6 +275,7 @@ def test_distortion_with_coincident_points_is_unbounded():
     e[1, 2] = e[2, 1] = 0.0
     got = distortion(e, t)
     assert got["max_contraction"] == math.inf and got["worst"] == math.inf
+    assert got["average"] == math.inf
     assert got["max_expansion"] == pytest.approx(1.0)
 
 
@@ -316,10 +320,10 @@ def test_many_rank_ranges_and_a_tiny_sample(monkeypatch, sample_pairs):
     e = np.triu(e, 1) + np.triu(e, 1).T
     expected_rho = scipy.stats.spearmanr(*_pairs(e, t)).statistic
     expected = oracle_distortion(e, t)
-    monkeypatch.setattr(metrics_module, "_RANK_RANGE_PAIRS", 97)
-    monkeypatch.setattr(metrics_module, "_SAMPLE_PAIRS", sample_pairs)
+    monkeypatch.setattr(pairs_module, "_RANK_RANGE_PAIRS", 97)
+    monkeypatch.setattr(pairs_module, "_SAMPLE_PAIRS", sample_pairs)
     assert spearman(e, t) == pytest.approx(expected_rho, abs=1e-10)
-    assert distortion(e, t)["median"] == pytest.approx(expected["median"], rel=1e-12)
+    assert distortion(e, t)["median_ratio"] == pytest.approx(expected["median_ratio"], rel=1e-12)
 
 
 @pytest.mark.parametrize("side", ["low", "high", "exact", "at_max", "all_tied", "empty"])
@@ -335,7 +339,7 @@ def test_median_search_recovers_from_any_bracket(side):
         "all_tied": np.full(400, 2.5),
         "empty": np.zeros(0),
     }[side]
-    search = metrics_module._MedianSearch(sample)
+    search = pairs_module.MedianSearch(sample)
     for _ in range(3):
         for block in np.array_split(values, 7):
             search.add(block)
@@ -367,7 +371,7 @@ def test_encoding_falls_back_to_unique_beyond_65536_values():
     n = 400
     t = rng.random((n, n))
     t = np.triu(t, 1) + np.triu(t, 1).T
-    codes = metrics_module._encode_tree(t, "tree_distances")
+    codes = codes_module.encode_tree(t, "tree_distances")
     assert codes.values.size > 1 << 16
     np.testing.assert_array_equal(codes.values[codes.codes], t)
     e = _embedding(t, "points", 1)
@@ -497,11 +501,12 @@ def test_rank_metrics_are_invariant_to_monotone_maps_of_embedding_distances(para
     if name in ("double", "shift"):  # affine: Pearson too
         _assert_close(before["cophenetic"], after["cophenetic"])
     if name == "double":  # scaling: ratios scale, the worst case does not
-        for key in ("mean", "median", "max_expansion"):
+        for key in ("mean_ratio", "median_ratio", "max_expansion"):
             _assert_close(2.0 * before["distortion"][key], after["distortion"][key])
         _assert_close(before["distortion"]["max_contraction"] / 2.0,
                       after["distortion"]["max_contraction"])  # fmt: skip
         _assert_close(before["distortion"]["worst"], after["distortion"]["worst"])
+        _assert_close(before["distortion"]["average"], after["distortion"]["average"])
 
 
 def test_perfect_embedding_scores_perfectly():
@@ -565,8 +570,7 @@ def test_report_as_dict_and_table(embedded):
     tree, points = embedded
     report = evaluate(points, tree)
     flat = report.as_dict()
-    assert list(flat) == [
-        "n_nodes",
+    figures = [
         "spearman",
         "spearman_ceiling",
         "per_anchor_spearman",
@@ -576,21 +580,52 @@ def test_report_as_dict_and_table(embedded):
         "map",
         "mean_rank",
         "cophenetic",
-        "distortion_mean",
-        "distortion_median",
-        "distortion_worst",
-        "distortion_max_expansion",
-        "distortion_max_contraction",
+        "distortion_mean_ratio",
+        "distortion_median_ratio",
+        "distortion_average",
     ]
+    extremes = ["distortion_worst", "distortion_max_expansion", "distortion_max_contraction"]
+    expected_keys = ["n_nodes", "sampled", "n_anchors", "n_pairs"]
+    for name in figures:
+        expected_keys += [name, f"{name}_se"]
+    assert list(flat) == expected_keys + extremes
     assert json.loads(json.dumps(flat)) == flat
-    assert all(type(v) in (int, float) for v in flat.values())
+    assert all(type(v) in (bool, int, float) for v in flat.values())
+    assert flat["sampled"] is False
+    assert flat["n_anchors"] == 45 and flat["n_pairs"] == 45 * 44 // 2
+    assert all(flat[f"{name}_se"] == 0.0 for name in figures)  # exact: no sampling error
     assert flat["ndcg@10"] == report.ndcg[10]
     assert flat["distortion_worst"] == report.distortion["worst"]
-    lines = str(report).splitlines()
-    assert lines[0].split() == ["metric", "value"]
-    assert len({len(line) for line in lines}) == 1  # aligned columns
+    text = str(report)
+    lines = text.splitlines()
+    assert lines[0].startswith("exact: all 45 nodes as anchors and 990 pairs")
+    assert lines[1].split()[:2] == ["metric", "value"]
+    assert len({len(line) for line in lines[1:]}) == 1  # aligned columns
     assert any(line.startswith("spearman ceiling") for line in lines)
-    assert f"{report.spearman:.4f}" in str(report)
+    assert any(line.startswith("scale (median ratio)") for line in lines)
+    assert any(line.startswith("average distortion") for line in lines)
+    assert f"{report.spearman:.4f}" in text
+    assert "±" not in text
+
+
+def test_report_says_when_nothing_was_contracted():
+    tree = random_tree(30, seed=4)
+    t = tree.distances().numpy()
+    points = torch.stack([torch.arange(30.0), torch.zeros(30)], dim=1).double()
+    report = evaluate(points, tree, lambda a, b: 3.0 * _tree_metric(a, b, t))
+    assert report.distortion["max_contraction"] == pytest.approx(1 / 3)
+    assert report.distortion["average"] == pytest.approx(1.0)
+    line = next(x for x in str(report).splitlines() if x.startswith("max contraction"))
+    assert "< 1: no pair contracted" in line
+    line = next(x for x in str(report).splitlines() if x.startswith("max expansion"))
+    assert "no pair expanded" not in line
+
+
+def _tree_metric(a, b, t):
+    """A distance_fn that returns tree distances: the points carry their node index."""
+    i = a[..., 0].long()
+    j = b[..., 0].long()
+    return torch.as_tensor(t)[i, j]
 
 
 def test_evaluate_rejects_bad_input(embedded):
@@ -695,5 +730,51 @@ def test_average_tie_runs_matches_rankdata():
     for values in (rng.integers(0, 5, 200), rng.integers(0, 1000, 200), np.zeros(7), [1.0]):
         ordered = np.sort(np.asarray(values, dtype=float))
         ranks = np.arange(1, ordered.size + 1, dtype=float)
-        metrics_module._average_tie_runs(ranks, ordered[1:] == ordered[:-1])
+        pairs_module.average_tie_runs(ranks, ordered[1:] == ordered[:-1])
         np.testing.assert_array_equal(ranks, scipy.stats.rankdata(ordered))
+
+
+def test_ndcg_return_type_follows_the_type_of_k():
+    t, _ = _tree_matrices(25, 3)
+    e = _embedding(t, "points", 3)
+    expected = oracle_ndcg(e, t, 5)
+    for one in (5, np.int64(5), np.array(5), torch.tensor(5)):
+        got = ndcg_at_k(e, t, one)
+        assert type(got) is float and got == pytest.approx(expected, abs=1e-12)
+    for several in ([5], (5,), np.array([5]), torch.tensor([5])):
+        assert ndcg_at_k(e, t, several) == pytest.approx({5: expected}, abs=1e-12)
+    got = ndcg_at_k(e, t, np.array([7, 5, 7]))
+    assert list(got) == [7, 5]  # order kept, repeats once
+    with pytest.raises(TypeError, match="k must"):
+        ndcg_at_k(e, t, torch.tensor(5.0))
+
+
+def test_median_search_gives_the_average_distortion_of_a_plain_loop():
+    rng = np.random.default_rng(8)
+    values = np.round(rng.lognormal(size=3001), 2)  # positive ratios with ties
+    ordered = np.sort(values)
+    scale = np.median(values)
+    expected = sum(max(r / scale, scale / r) for r in values) / values.size
+    for sample in (ordered[::10], ordered[:300], ordered[-300:], np.full(50, scale)):
+        search = pairs_module.MedianSearch(sample)
+        while not search.done:
+            for block in np.array_split(values, 5):
+                search.add(block)
+            search.finish_pass(values.size)
+        assert search.value == scale
+        assert search.average_distortion == pytest.approx(expected, rel=1e-12)
+    search = pairs_module.MedianSearch(ordered[::10])
+    search.add(np.concatenate([[0.0], values]))
+    search.finish_pass(values.size + 1)
+    assert search.average_distortion == math.inf
+
+
+def test_map_of_the_tree_metric_is_capped_by_ties_and_farther_relatives():
+    # The docstring's claim: the tree metric scores below 1, breaking ties in favour of the
+    # relevant nodes raises it, and only ranking every relevant node first reaches 1.
+    t, closure = _tree_matrices(300, 5)
+    tree_metric = mean_average_precision(t, closure)
+    ties_broken = mean_average_precision(t - 0.5 * closure, closure)
+    assert tree_metric < ties_broken < 1.0
+    assert mean_average_precision(t + 100.0 * ~closure, closure) == pytest.approx(1.0)
+    assert tree_metric == pytest.approx(oracle_map(t, closure), abs=1e-12)
