@@ -3,6 +3,7 @@
 Usage::
 
     hyperloss embed naics --dim 2 --out runs/naics-2d      # the NAICS 2022 tree
+    hyperloss embed icd10cm --dim 10 --out runs/icd-10d    # ICD-10-CM (98,5xx nodes)
     hyperloss embed --tree my_tree.tsv --dim 5 --out DIR   # any child<TAB>parent file
     hyperloss evaluate DIR                                 # fidelity table of a saved run
     hyperloss nearest DIR 541511 -k 10                     # nearest names with titles
@@ -62,8 +63,14 @@ def _naics() -> Any:
     return naics()
 
 
+def _icd10cm() -> Any:
+    from hyperloss.datasets import icd10cm
+
+    return icd10cm()
+
+
 #: Built-in trees by the name the command line accepts.
-DATASETS: dict[str, Callable[[], Any]] = {"naics": _naics}
+DATASETS: dict[str, Callable[[], Any]] = {"icd10cm": _icd10cm, "naics": _naics}
 
 
 class CLIError(Exception):
@@ -160,7 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         "dataset",
         nargs="?",
         choices=sorted(DATASETS),
-        help="a built-in tree (naics: NAICS 2022, 2,126 nodes); or use --tree",
+        help=(
+            "a built-in tree (naics: NAICS 2022, 2,126 nodes; icd10cm: ICD-10-CM, about 98,500 "
+            "nodes); or use --tree"
+        ),
     )
     embed.add_argument(
         "--tree",
@@ -244,7 +254,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _embed(args: argparse.Namespace) -> int:
     if (args.dataset is None) == (args.tree is None):
-        raise CLIError("give either a built-in tree (naics) or --tree FILE, not both", EXIT_USAGE)
+        raise CLIError(
+            "give either a built-in tree (naics, icd10cm) or --tree FILE, not both", EXIT_USAGE
+        )
     if args.checkpoint is not None and args.checkpoint.is_dir():
         raise CLIError(f"--checkpoint {str(args.checkpoint)!r} is a directory; give a file name")
     label = args.dataset if args.dataset is not None else args.tree.stem
@@ -313,7 +325,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if tree is None:
         raise CLIError(
             f"{str(args.directory)!r} does not say which tree was embedded (no {RUN_FILE}); "
-            "give --tree FILE or --dataset naics"
+            "give --tree FILE or --dataset naics|icd10cm"
         )
     try:
         embedding.points_for(tree)  # its one ValueError: the names differ from the tree's

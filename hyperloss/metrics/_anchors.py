@@ -15,10 +15,10 @@ import numpy as np
 
 from hyperloss.metrics._codes import TreeCodes
 from hyperloss.metrics._common import ANCHOR_BLOCK_ELEMENTS, rows_per_block
+from hyperloss.relevance import tree_relevance
 
 #: Added to the numerator and denominator of the NDCG relevance so that the farthest candidates
 #: keep a tiny positive relevance and a zero ``max_t`` stays defined (original research code).
-RELEVANCE_EPS = 1e-6
 GAINS = ("linear", "exponential")
 # Tree-distance codes: a per-row count table over codes is used up to this many distinct values.
 _MAX_COUNTED_CODES = 4096
@@ -214,10 +214,7 @@ def _row_ndcg(
     if not rows.any():
         return result
     sorted_tree = values[sorted_codes]
-    max_tree = np.where(in_list, sorted_tree, -np.inf).max(axis=1, keepdims=True)
-    max_tree[~rows] = 0.0
-    relevance = (max_tree - sorted_tree + RELEVANCE_EPS) / (max_tree + RELEVANCE_EPS)
-    relevance[~in_list] = 0.0
+    relevance = tree_relevance(sorted_tree, mask=in_list)
     gains = np.exp2(relevance) - 1.0 if gain == "exponential" else relevance
     del sorted_tree, relevance
 
