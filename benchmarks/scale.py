@@ -198,7 +198,7 @@ def _with_error(row: dict, key: str) -> str:
     error = row.get(f"{key}_se")
     if value is None:
         return "-"
-    return f"{value:.4f}" if not error else f"{value:.4f} ± {error:.4f}"
+    return f"{value:.4f}" if not row.get("sampled") else f"{value:.4f} ± {error:.4f}"
 
 
 if __name__ == "__main__":
