@@ -3,10 +3,11 @@
 The public API, layer by layer (see DESIGN.md): geometry on geoopt's Lorentz model, tree ground
 truth and datasets, fidelity metrics, ranking losses, and the embedding of a whole tree
 (combinatorial construction, Riemannian training, the ``Embedding`` result).
+Input checks shared by every layer live in :mod:`hyperloss.validation`.
 """
 
 from hyperloss.construction import construct
-from hyperloss.datasets import balanced_tree, naics, random_tree
+from hyperloss.datasets import balanced_tree, icd10cm, naics, random_tree
 from hyperloss.embedding import Embedding
 from hyperloss.geometry import (
     LorentzDistance,
@@ -20,8 +21,11 @@ from hyperloss.geometry import (
     poincare_to_lorentz,
 )
 from hyperloss.losses import (
+    GlobalRankLoss,
     LambdaRankLoss,
     RankOrderPreservationLoss,
+    TreeDistanceMatrix,
+    global_rank_loss,
     lambda_rank_loss,
     rank_order_preservation_loss,
 )
@@ -32,11 +36,14 @@ from hyperloss.metrics import (
     evaluate,
     mean_average_precision,
     mean_rank,
+    monitor_metrics,
     ndcg_at_k,
     per_anchor_spearman,
     spearman,
     spearman_ceiling,
 )
+from hyperloss.optim import TangentRiemannianAdam
+from hyperloss.relevance import tree_relevance
 from hyperloss.training import fit
 from hyperloss.trees import Tree, UnknownNodeError
 
@@ -45,10 +52,13 @@ __version__ = "0.1.0"
 __all__ = [
     "Embedding",
     "FidelityReport",
+    "GlobalRankLoss",
     "LambdaRankLoss",
     "LorentzDistance",
     "RankOrderPreservationLoss",
+    "TangentRiemannianAdam",
     "Tree",
+    "TreeDistanceMatrix",
     "UnknownNodeError",
     "balanced_tree",
     "construct",
@@ -57,7 +67,9 @@ __all__ = [
     "evaluate",
     "expmap0",
     "fit",
+    "global_rank_loss",
     "hyperbolic_radius",
+    "icd10cm",
     "lambda_rank_loss",
     "logmap0",
     "lorentz",
@@ -65,6 +77,7 @@ __all__ = [
     "lorentz_to_poincare",
     "mean_average_precision",
     "mean_rank",
+    "monitor_metrics",
     "naics",
     "ndcg_at_k",
     "pairwise_distances",
@@ -74,4 +87,5 @@ __all__ = [
     "rank_order_preservation_loss",
     "spearman",
     "spearman_ceiling",
+    "tree_relevance",
 ]
