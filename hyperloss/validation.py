@@ -178,10 +178,11 @@ def all_finite(values: Tensor) -> bool:
     values = values.detach()
     if bool(torch.isfinite(values.sum())):
         return True
-    flat = values.reshape(-1)
-    return all(
-        bool(torch.isfinite(block).all()) for block in torch.split(flat, _FINITE_BLOCK_ELEMENTS)
-    )
+    if values.dim() == 0:
+        return False
+    # Blocks of whole rows (a split along dim 0 is a view, even of a non-contiguous tensor).
+    rows = max(1, _FINITE_BLOCK_ELEMENTS // max(1, values[0].numel()))
+    return all(bool(torch.isfinite(block).all()) for block in torch.split(values, rows))
 
 
 def check_finite_tensor(value: Any, name: str) -> Tensor:
