@@ -34,15 +34,13 @@ from hyperloss.metrics._sampled import (
 )
 from hyperloss.metrics._validation import (
     as_numpy,
-    check_chunk_size,
-    check_distance_fn,
     check_finite_rows,
-    check_int,
     check_ks,
     check_points,
     check_sample,
     check_tree,
 )
+from hyperloss.validation import check_callable, check_chunk_size, check_int
 
 __all__ = ["DEFAULT_ANCHORS", "DEFAULT_PAIRS", "EXACT_LIMIT", "FidelityReport", "evaluate",
            "monitor_metrics"]  # fmt: skip
@@ -448,7 +446,7 @@ def _resolve_inputs(
         points = points.points_for(tree)
     elif distance_fn is None:
         distance_fn = LorentzDistance(1.0)
-    return check_points(points, n_nodes), check_distance_fn(distance_fn), n_nodes
+    return check_points(points, n_nodes), check_callable(distance_fn, "distance_fn"), n_nodes
 
 
 def _is_sampled(sample: bool | str, n_nodes: int) -> bool:
