@@ -67,36 +67,37 @@ def check_finite_rows(matrix: np.ndarray, message: str) -> None:
 
 def check_pair_inputs(embedding_distances: Any, tree_distances: Any) -> tuple[np.ndarray, Any]:
     """Embedding (float) and tree distance matrices of the same shape."""
-    embedding = as_matrix(embedding_distances, "embedding_distances")
-    tree = as_matrix(tree_distances, "tree_distances")
-    if embedding.shape != tree.shape:
-        raise ValueError(
-            "embedding_distances and tree_distances must have the same shape, got "
-            f"{embedding.shape} and {tree.shape}"
-        )
-    if embedding.dtype.kind != "f":
-        embedding = embedding.astype(np.float64)
-    return embedding, tree
+    return _with_embedding_distances(embedding_distances, tree_distances, "tree_distances")
 
 
 def check_relevance_inputs(
     embedding_distances: Any, relevant: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embedding distances (float) and a boolean relevance matrix of the same shape."""
-    embedding = as_matrix(embedding_distances, "embedding_distances")
-    relevance = as_matrix(relevant, "relevant", allow_bool=True)
-    if embedding.shape != relevance.shape:
-        raise ValueError(
-            "embedding_distances and relevant must have the same shape, got "
-            f"{embedding.shape} and {relevance.shape}"
-        )
-    if embedding.dtype.kind != "f":
-        embedding = embedding.astype(np.float64)
+    embedding, relevance = _with_embedding_distances(
+        embedding_distances, relevant, "relevant", allow_bool=True
+    )
     if relevance.dtype.kind != "b":
         if not np.isin(relevance, (0, 1)).all():
             raise ValueError("relevant must be boolean or hold only 0 and 1")
         relevance = relevance != 0
     return embedding, relevance
+
+
+def _with_embedding_distances(
+    embedding_distances: Any, other: Any, name: str, *, allow_bool: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embedding distances (as float) and another matrix ``name`` of the same shape."""
+    embedding = as_matrix(embedding_distances, "embedding_distances")
+    matrix = as_matrix(other, name, allow_bool=allow_bool)
+    if embedding.shape != matrix.shape:
+        raise ValueError(
+            f"embedding_distances and {name} must have the same shape, got "
+            f"{embedding.shape} and {matrix.shape}"
+        )
+    if embedding.dtype.kind != "f":
+        embedding = embedding.astype(np.float64)
+    return embedding, matrix
 
 
 def check_non_negative(matrix: np.ndarray, name: str) -> None:
