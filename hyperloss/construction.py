@@ -124,7 +124,6 @@ M. Roberts, "The unreasonable effectiveness of quasirandom sequences", 2018.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from functools import lru_cache
 
@@ -135,6 +134,13 @@ from torch import Tensor
 
 from hyperloss.embedding import Embedding
 from hyperloss.trees import Tree
+from hyperloss.validation import (
+    check_curvature,
+    check_int,
+    check_positive,
+    check_real,
+    check_tree,
+)
 
 __all__ = [
     "construct",
@@ -216,15 +222,15 @@ def construct(
     >>> round(float(emb.distance_fn(emb.points[0], emb.points[1])), 12)
     3.0
     """
-    _check_tree(tree)
+    check_tree(tree)
     dim = _check_dim(dim)
-    c = _check_curvature(curvature)
+    c = check_curvature(curvature)
     sqrt_c = math.sqrt(c)
     directions, level_angles = _child_directions(tree, dim)
     if tau is None:
         tau_unit = _default_tau_unit(level_angles, dim)
     else:
-        tau_unit = _check_tau(tau) * sqrt_c
+        tau_unit = check_positive(tau, "tau") * sqrt_c
         _check_explicit_tau(tau_unit, level_angles, dim, sqrt_c)
     points = _place(tree, directions, tau_unit) / sqrt_c
     min_angle = min(level_angles, default=math.pi)
@@ -265,9 +271,9 @@ def default_tau(tree: Tree, dim: int = 2, *, curvature: float = 1.0) -> float:
     ValueError
         If no ``tau`` meets the budget (the tree is too deep for float64 coordinates).
     """
-    _check_tree(tree)
+    check_tree(tree)
     dim = _check_dim(dim)
-    c = _check_curvature(curvature)
+    c = check_curvature(curvature)
     _, level_angles = _child_directions(tree, dim)
     return _default_tau_unit(level_angles, dim) / math.sqrt(c)
 
@@ -293,10 +299,10 @@ def relative_error_bound(tree: Tree, tau: float, dim: int = 2, *, curvature: flo
     -------
     float
     """
-    _check_tree(tree)
+    check_tree(tree)
     dim = _check_dim(dim)
-    c = _check_curvature(curvature)
-    tau_unit = _check_tau(tau) * math.sqrt(c)
+    c = check_curvature(curvature)
+    tau_unit = check_positive(tau, "tau") * math.sqrt(c)
     _, level_angles = _child_directions(tree, dim)
     return _relative_error(tau_unit, level_angles, dim)
 
@@ -330,10 +336,11 @@ def distortion_bound(tau: float, min_angle: float) -> tuple[float, float]:
     >>> round(nu, 4), round(d, 4)
     (0.2896, 1.0507)
     """
-    tau = _check_tau(tau)
-    if not (isinstance(min_angle, numbers.Real) and 0 < min_angle <= math.pi):
+    tau = check_positive(tau, "tau")
+    min_angle = check_real(min_angle, "min_angle")
+    if not 0 < min_angle <= math.pi:
         raise ValueError(f"min_angle must be in (0, pi], got {min_angle!r}")
-    distortion = _distortion(tau, float(min_angle))
+    distortion = _distortion(tau, min_angle)
     if not math.isfinite(distortion):
         return math.inf, math.inf
     return distortion, tau - tau / distortion
@@ -366,7 +373,7 @@ def spherical_code(n: int, dim: int, *, avoid_pole: bool = True) -> Tensor:
             [ 0.3333,  0.4714, -0.8165],
             [ 0.3333,  0.4714,  0.8165]], dtype=torch.float64)
     """
-    n = _check_int(n, "n", minimum=1)
+    n = check_int(n, "n", minimum=1)
     dim = _check_dim(dim)
     return _code(n, dim, bool(avoid_pole)).clone()
 
@@ -746,34 +753,5 @@ def _check_explicit_tau(
         )
 
 
-def _check_tree(tree: object) -> None:
-    if not isinstance(tree, Tree):
-        raise TypeError(f"tree must be a hyperloss.trees.Tree, got {type(tree).__name__}")
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
 def _check_dim(dim: object) -> int:
-    return _check_int(dim, "dim", minimum=2)
-
-
-def _check_tau(tau: object) -> float:
-    if isinstance(tau, bool) or not isinstance(tau, numbers.Real):
-        raise TypeError(f"tau must be a real number or None, got {type(tau).__name__}")
-    if not (math.isfinite(tau) and tau > 0):
-        raise ValueError(f"tau must be a finite number > 0, got {tau!r}")
-    return float(tau)
-
-
-def _check_curvature(curvature: object) -> float:
-    if isinstance(curvature, bool) or not isinstance(curvature, numbers.Real):
-        raise TypeError(f"curvature must be a real number, got {type(curvature).__name__}")
-    if not (math.isfinite(curvature) and curvature > 0):
-        raise ValueError(f"curvature must be a finite number > 0, got {curvature!r}")
-    return float(curvature)
+    return check_int(dim, "dim", minimum=2)

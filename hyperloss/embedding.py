@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from hyperloss.geometry import LorentzDistance, lorentz, lorentz_to_poincare, pairwise_distances
+from hyperloss.validation import all_finite, check_curvature, check_int
 
 __all__ = ["Embedding", "FORMAT_VERSION"]
 
@@ -100,7 +101,7 @@ class Embedding:
         curvature: float = 1.0,
         metrics: Mapping[str, Any] | None = None,
     ) -> None:
-        self.curvature = _check_curvature(curvature)
+        self.curvature = check_curvature(curvature)
         self.points = _check_points(points, self.curvature)
         self.names = _check_names(names, self.points.shape[0])
         self.index = {name: i for i, name in enumerate(self.names)}
@@ -164,6 +165,8 @@ class Embedding:
 
         Raises
         ------
+        TypeError
+            If ``name`` is not a str or ``k`` is not an int.
         ValueError
             If ``name`` is not in the embedding or ``k < 1``.
         """
@@ -171,10 +174,7 @@ class Embedding:
             raise TypeError(f"name must be a str, got {type(name).__name__}")
         if name not in self.index:
             raise ValueError(f"name {name!r} is not in the embedding ({len(self)} names)")
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise TypeError(f"k must be an int, got {type(k).__name__}")
-        if k < 1:
-            raise ValueError(f"k must be >= 1, got {k}")
+        k = check_int(k, "k", minimum=1)
         row = self.index[name]
         with torch.no_grad():
             dist = self.distance_fn(self.points[row][None, :], self.points).reshape(-1)
@@ -368,15 +368,6 @@ class Embedding:
 
 
 # ---------------------------------------------------------------------- helpers
-def _check_curvature(curvature: float) -> float:
-    if isinstance(curvature, bool) or not isinstance(curvature, (int, float, np.floating)):
-        raise TypeError(f"curvature must be a float, got {type(curvature).__name__}")
-    curvature = float(curvature)
-    if not (curvature > 0 and math.isfinite(curvature)):
-        raise ValueError(f"curvature must be a finite float > 0, got {curvature}")
-    return curvature
-
-
 def _check_points(points: Any, curvature: float) -> torch.Tensor:
     if isinstance(points, torch.Tensor):
         tensor = points.detach().to(device="cpu", dtype=torch.float64)
@@ -391,7 +382,7 @@ def _check_points(points: Any, curvature: float) -> torch.Tensor:
         )
     if tensor.shape[0] == 0:
         raise ValueError("points must not be empty")
-    if not torch.isfinite(tensor).all():
+    if not all_finite(tensor):
         bad = int((~torch.isfinite(tensor)).any(dim=1).sum())
         raise ValueError(f"points has {bad} rows with non-finite coordinates")
     time = tensor[:, 0]

@@ -34,7 +34,6 @@ hyperboloid have the same Riemannian gradient.
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from typing import NamedTuple
 
@@ -42,6 +41,14 @@ import geoopt
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from hyperloss.validation import (
+    check_callable,
+    check_curvature,
+    check_float_tensor,
+    check_int,
+    check_tensor,
+)
 
 __all__ = [
     "lorentz",
@@ -85,7 +92,7 @@ def lorentz(curvature: float = 1.0) -> geoopt.Lorentz:
     Parameter containing:
     tensor(0.2500, dtype=torch.float64)
     """
-    c = _check_curvature(curvature)
+    c = check_curvature(curvature)
     return geoopt.Lorentz(k=torch.tensor(1.0 / c, dtype=torch.float64))
 
 
@@ -153,7 +160,7 @@ def lorentz_distance(
     >>> lorentz_distance(x[0], x[1])
     tensor(5., dtype=torch.float64)
     """
-    c = _check_curvature(curvature)
+    c = check_curvature(curvature)
     x = _check_lorentz_points(x, "x")
     y = _check_lorentz_points(y, "y")
     if x.shape[-1] != y.shape[-1]:
@@ -206,7 +213,7 @@ class LorentzDistance:
     """
 
     def __init__(self, curvature: float = 1.0) -> None:
-        self.curvature = _check_curvature(curvature)
+        self.curvature = check_curvature(curvature)
         self.manifold = lorentz(self.curvature)
 
     def __call__(self, x: Tensor, y: Tensor, *, keepdim: bool = False) -> Tensor:
@@ -290,21 +297,16 @@ def pairwise_distances(
     tensor([[0., 5.],
             [5., 0.]])
     """
-    if not callable(distance_fn):
-        raise TypeError(f"distance_fn must be callable, got {type(distance_fn).__name__}")
-    x = _check_matrix(x, "x")
+    check_callable(distance_fn, "distance_fn")
+    x = check_tensor(x, "x", ndim=2)
     if y is not None:
-        y = _check_matrix(y, "y")
+        y = check_tensor(y, "y", ndim=2)
         if y.shape[1] != x.shape[1]:
             raise ValueError(
                 f"x and y must have the same number of columns, got x {tuple(x.shape)} and "
                 f"y {tuple(y.shape)}"
             )
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, numbers.Integral):
-        raise TypeError(f"chunk_size must be an int, got {type(chunk_size).__name__}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    chunk_size = int(chunk_size)
+    chunk_size = check_int(chunk_size, "chunk_size", minimum=1)
     if _is_lorentz_fast_path(distance_fn, x, y):
         return _pairwise_lorentz(distance_fn.curvature, x, y, chunk_size)
     if y is None:
@@ -336,7 +338,7 @@ def lorentz_to_poincare(x: Tensor, *, curvature: float = 1.0) -> Tensor:
     In float64 points beyond radius about ``37 / sqrt(c)`` land on the boundary sphere
     (``sqrt(c)|p|`` rounds to 1); keep such embeddings in the Lorentz model.
     """
-    c = _check_curvature(curvature)
+    c = check_curvature(curvature)
     x = _check_lorentz_points(x, "x")
     sqrt_c = math.sqrt(c)
     spatial = x[..., 1:]
@@ -371,8 +373,8 @@ def poincare_to_lorentz(p: Tensor, *, curvature: float = 1.0) -> Tensor:
     ValueError
         If a point of ``p`` is not finite or not strictly inside the ball.
     """
-    c = _check_curvature(curvature)
-    p = _check_float_tensor(p, "p")
+    c = check_curvature(curvature)
+    p = check_float_tensor(p, "p")
     if p.dim() < 1 or p.shape[-1] < 1:
         raise ValueError(f"p must have shape (..., dim) with dim >= 1, got {tuple(p.shape)}")
     scaled_sq_norm = (p * p).sum(dim=-1, keepdim=True) * c
@@ -410,8 +412,8 @@ def expmap0(v: Tensor, *, curvature: float = 1.0) -> Tensor:
         Finite in float64 for ``|v|`` up to about ``710 / sqrt(c)`` (where ``sinh``
         overflows).
     """
-    c = _check_curvature(curvature)
-    v = _check_float_tensor(v, "v")
+    c = check_curvature(curvature)
+    v = check_float_tensor(v, "v")
     if v.dim() < 1 or v.shape[-1] < 1:
         raise ValueError(f"v must have shape (..., dim) with dim >= 1, got {tuple(v.shape)}")
     sqrt_c = math.sqrt(c)
@@ -436,7 +438,7 @@ def logmap0(x: Tensor, *, curvature: float = 1.0) -> Tensor:
     -------
     Tensor, shape (..., dim)
     """
-    c = _check_curvature(curvature)
+    c = check_curvature(curvature)
     x = _check_lorentz_points(x, "x")
     spatial = x[..., 1:]
     z = _norm(spatial, keepdim=True) * math.sqrt(c)
@@ -459,7 +461,7 @@ def hyperbolic_radius(x: Tensor, *, curvature: float = 1.0) -> Tensor:
     -------
     Tensor, shape (...)
     """
-    c = _check_curvature(curvature)
+    c = check_curvature(curvature)
     x = _check_lorentz_points(x, "x")
     sqrt_c = math.sqrt(c)
     return torch.asinh(_norm(x[..., 1:]) * sqrt_c) / sqrt_c
@@ -964,38 +966,11 @@ def _asinhc(z: Tensor) -> Tensor:
     return torch.where(small, 1.0 - z2 / 6.0 * (1.0 - 0.45 * z2), torch.asinh(safe_z) / safe_z)
 
 
-def _check_curvature(curvature) -> float:
-    if isinstance(curvature, Tensor) and curvature.numel() == 1:
-        curvature = curvature.item()
-    if isinstance(curvature, bool) or not isinstance(curvature, numbers.Real):
-        raise TypeError(f"curvature must be a real number, got {type(curvature).__name__}")
-    value = float(curvature)
-    if not math.isfinite(value) or value <= 0.0:
-        raise ValueError(f"curvature must be a finite number > 0, got {curvature!r}")
-    return value
-
-
-def _check_float_tensor(tensor, name: str) -> Tensor:
-    if not isinstance(tensor, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(tensor).__name__}")
-    if not tensor.is_floating_point():
-        raise TypeError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
-    return tensor
-
-
 def _check_lorentz_points(x, name: str) -> Tensor:
-    x = _check_float_tensor(x, name)
+    x = check_float_tensor(x, name)
     if x.dim() < 1 or x.shape[-1] < 2:
         raise ValueError(
             f"{name} must hold Lorentz points of shape (..., dim + 1) with dim + 1 >= 2, got "
             f"shape {tuple(x.shape)}"
         )
-    return x
-
-
-def _check_matrix(x, name: str) -> Tensor:
-    if not isinstance(x, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if x.dim() != 2:
-        raise ValueError(f"{name} must be a 2-D tensor (rows, D), got shape {tuple(x.shape)}")
     return x

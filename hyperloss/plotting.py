@@ -39,6 +39,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from hyperloss.validation import check_int
+
 if TYPE_CHECKING:  # pragma: no cover - imports for type hints only
     from matplotlib.axes import Axes
 
@@ -128,7 +130,7 @@ def plot_embedding(
         raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
     if view not in ("both", *VIEWS):
         raise ValueError(f"view must be 'both', 'poincare' or 'tangent', got {view!r}")
-    _check_int("dpi", dpi, minimum=1)
+    dpi = check_int(dpi, "dpi", minimum=1)
     out = Path(path)
     if out.is_dir():
         raise ValueError(f"path {str(out)!r} is a directory; give a file name such as plot.png")
@@ -194,7 +196,7 @@ def draw_embedding(
 
     if view not in VIEWS:
         raise ValueError(f"view must be 'poincare' or 'tangent', got {view!r}")
-    _check_int("max_legend", max_legend, minimum=0)
+    max_legend = check_int(max_legend, "max_legend", minimum=0)
     rows = _tree_rows(embedding, tree)
     unit_lorentz = _unit_lorentz(embedding)[rows]  # (N, dim+1), curvature -1, tree order
     coordinates = _view_coordinates(unit_lorentz, view)  # (N, dim)
@@ -334,13 +336,6 @@ def disk_coordinates(
 
 # ----------------------------------------------------------------------------------------------
 # helpers
-
-
-def _check_int(name: str, value: Any, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
 
 
 def _as_numpy(values: Any) -> np.ndarray:

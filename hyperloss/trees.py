@@ -30,6 +30,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import torch
 from torch import Tensor
 
+from hyperloss.validation import check_index, check_real
+
 __all__ = ["Tree", "UnknownNodeError"]
 
 # What lca_index / distance accept for u and v.
@@ -633,6 +635,9 @@ class Tree:
         ValueError
             ``rows`` is None and the tree has more than :attr:`DENSE_LIMIT` nodes; a row index
             outside ``[0, N)``; ``lineal_discount`` outside ``[0, 1)``.
+        TypeError
+            ``rows`` holds non-integers (floats, bools) or ``lineal_discount`` is not a real
+            number.
 
         Notes
         -----
@@ -681,6 +686,8 @@ class Tree:
             ``rows`` is None and the tree has more than :attr:`DENSE_LIMIT` nodes (the full
             matrix costs ``N**2`` bytes: 400 MB at 20,000 nodes); a row index outside
             ``[0, N)``.
+        TypeError
+            ``rows`` holds non-integers (floats, bools).
         """
         if rows is None:
             self._check_dense("closure", element_bytes=1)
@@ -714,13 +721,11 @@ class Tree:
         n_nodes = len(self)
         if rows is None:
             return torch.arange(n_nodes)
-        row_index = torch.as_tensor(rows)
-        bad_dtype = row_index.dtype == torch.bool or row_index.dtype.is_floating_point
-        if row_index.dim() != 1 or (row_index.numel() and bad_dtype):
-            raise ValueError(f"rows must be a 1-D sequence of node indices, got shape {rows!r}")
-        row_index = row_index.long()
-        if row_index.numel() and (row_index.min() < 0 or row_index.max() >= n_nodes):
-            raise ValueError(f"rows must be node indices in [0, {n_nodes}), got values outside")
+        row_index = _as_index_tensor(rows, "rows", n_nodes)
+        if row_index.dim() != 1:
+            raise ValueError(
+                f"rows must be a 1-D sequence of node indices, got shape {tuple(row_index.shape)}"
+            )
         return row_index
 
     def _pair_indices(
@@ -945,7 +950,9 @@ def _ancestor_table(parent: Tensor, height: int) -> Tensor:
 
 
 def _as_index_tensor(value: object, name: str, n_nodes: int) -> Tensor:
-    """``value`` as an int64 tensor of node indices in [0, n_nodes) (any shape, any device)."""
+    """``value`` (an int, a sequence of ints or an integer tensor on any device, any shape) as an
+    int64 CPU tensor of node indices in [0, n_nodes): the conversion is this module's, the
+    rule is :func:`hyperloss.validation.check_index`'s."""
     if isinstance(value, (str, bytes)):
         raise TypeError(
             f"{name} must hold integer node indices, got the str {value!r} (use tree.index[...] "
@@ -963,19 +970,7 @@ def _as_index_tensor(value: object, name: str, n_nodes: int) -> Tensor:
             ) from None
         if tensor.numel() == 0:  # [] becomes float32; an empty selection is still valid
             tensor = tensor.long()
-    dtype = tensor.dtype
-    if dtype == torch.bool or dtype.is_floating_point or dtype.is_complex:
-        raise TypeError(f"{name} must hold integer node indices, got dtype {dtype}")
-    tensor = tensor.long()
-    if tensor.numel():
-        low, high = int(tensor.min()), int(tensor.max())
-        if low < 0 or high >= n_nodes:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"{name} must hold node indices in [0, {n_nodes}), got {bad} "
-                "(negative indices do not wrap around)"
-            )
-    return tensor
+    return check_index(tensor, name, n_nodes)
 
 
 def _rebuild_tree(parents: dict[str, str | None], titles: dict[str, str]) -> Tree:
@@ -1046,10 +1041,11 @@ def _find_cycle(parent_of: Mapping[str, str | None]) -> str:
 
 
 def _check_discount(lineal_discount: float) -> float:
-    if isinstance(lineal_discount, bool) or not isinstance(lineal_discount, numbers.Real):
-        raise TypeError(f"lineal_discount must be a real number, got {lineal_discount!r}")
-    value = float(lineal_discount)
-    if not (math.isfinite(value) and 0.0 <= value < 1.0):
+    try:
+        value = check_real(lineal_discount, "lineal_discount")
+    except ValueError:  # NaN or inf: say which range is allowed
+        value = math.nan
+    if not 0.0 <= value < 1.0:
         raise ValueError(
             f"lineal_discount must satisfy 0 <= lineal_discount < 1 (so that distances between "
             f"distinct nodes stay positive), got {lineal_discount!r}"

@@ -268,10 +268,13 @@ def test_rows_validation():
         tree.distances(rows=[-1])
     with pytest.raises(ValueError, match="rows"):
         tree.closure(rows=[[0, 1]])
-    with pytest.raises(ValueError, match="rows"):
+    # One rule for node indices (hyperloss.validation.check_index): a wrong dtype is a TypeError.
+    with pytest.raises(TypeError, match="rows must hold integer node indices"):
         tree.distances(rows=[0.5])
-    with pytest.raises(ValueError, match="rows"):
+    with pytest.raises(TypeError, match="rows must hold integer node indices"):
         tree.distances(rows=[True, False])
+    assert tree.distances(rows=[]).shape == (0, 15)
+    assert torch.equal(tree.distances(rows=np.array([3])), tree.distances()[3:4])
 
 
 @pytest.mark.parametrize("bad", [-0.1, 1.0, 1.5, float("nan"), float("inf")])

@@ -17,14 +17,22 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-from hyperloss.losses._validation import check_count, check_mask, check_nonnegative, check_real
+from hyperloss.losses._validation import check_mask, check_square_matrix
 from hyperloss.relevance import tree_relevance
+from hyperloss.validation import (
+    all_finite,
+    check_chunk_size,
+    check_int,
+    check_nonnegative,
+    check_positive,
+    check_real,
+    check_tensor,
+)
 
 __all__ = ["global_rank_loss", "lambda_rank_loss", "rank_order_preservation_loss"]
 
@@ -113,22 +121,17 @@ def rank_order_preservation_loss(
     >>> rank_order_preservation_loss(d, t, margin=0.0, reduction="sum")
     tensor(2., dtype=torch.float64)
     """
-    _check_square_matrix(embedding_distances, "embedding_distances")
-    _check_square_matrix(tree_distances, "tree_distances")
+    check_square_matrix(embedding_distances, "embedding_distances")
+    check_square_matrix(tree_distances, "tree_distances")
     _check_distance_pair(embedding_distances, tree_distances)
     margin = check_nonnegative(margin, "margin")
     min_distance = check_real(min_distance, "min_distance")
     if reduction not in _RANK_ORDER_REDUCTIONS:
         raise ValueError(f"reduction must be one of {_RANK_ORDER_REDUCTIONS}, got {reduction!r}")
-    if chunk_size is not None and (
-        isinstance(chunk_size, bool)
-        or not isinstance(chunk_size, numbers.Integral)
-        or chunk_size < 1
-    ):
-        raise ValueError(f"chunk_size must be a positive integer or None, got {chunk_size!r}")
-    if not _all_finite(embedding_distances.detach()):
+    chunk_size = check_chunk_size(chunk_size)
+    if not all_finite(embedding_distances.detach()):
         raise ValueError("embedding_distances contains NaN or inf")
-    if not _all_finite(tree_distances):
+    if not all_finite(tree_distances):
         raise ValueError("tree_distances contains NaN or inf")
 
     tree_distances = tree_distances.to(embedding_distances.device)
@@ -268,10 +271,8 @@ def lambda_rank_loss(
             f"{tuple(embedding_distances.shape)}"
         )
     _check_distance_pair(embedding_distances, tree_distances)
-    sigma = check_real(sigma, "sigma")
-    if sigma <= 0:
-        raise ValueError(f"sigma must be > 0, got {sigma}")
-    ndcg_k = check_count(ndcg_k, "ndcg_k")
+    sigma = check_positive(sigma, "sigma")
+    ndcg_k = check_int(ndcg_k, "ndcg_k", minimum=1)
     if reduction not in _LAMBDA_RANK_REDUCTIONS:
         raise ValueError(f"reduction must be one of {_LAMBDA_RANK_REDUCTIONS}, got {reduction!r}")
     if relevance is not None and not callable(relevance):
@@ -363,19 +364,15 @@ def global_rank_loss(
         >>> global_rank_loss(d, t, margin=0.0, relative_margin=False, reduction="sum")
         tensor(1., dtype=torch.float64)
     """
-    for value, name in (
-        (embedding_distances, "embedding_distances"),
-        (tree_distances, "tree_distances"),
-    ):
-        if not isinstance(value, Tensor):
-            raise TypeError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    check_tensor(embedding_distances, "embedding_distances")
+    check_tensor(tree_distances, "tree_distances")
     if embedding_distances.dim() not in (1, 2):
         raise ValueError(
             "embedding_distances must have shape (P,) or (n, n), got "
             f"{tuple(embedding_distances.shape)}"
         )
     if embedding_distances.dim() == 2:
-        _check_square_matrix(embedding_distances, "embedding_distances")
+        check_square_matrix(embedding_distances, "embedding_distances")
     _check_distance_pair(embedding_distances, tree_distances)
     margin = check_nonnegative(margin, "margin")
     if not isinstance(relative_margin, bool):
@@ -388,9 +385,9 @@ def global_rank_loss(
         first, second = torch.triu_indices(n, n, 1, device=embedding_distances.device)
         embedding_distances = embedding_distances[first, second]
         tree_distances = tree_distances[first, second]
-    if not _all_finite(embedding_distances.detach()):
+    if not all_finite(embedding_distances.detach()):
         raise ValueError("embedding_distances contains NaN or inf")
-    if not _all_finite(tree_distances):
+    if not all_finite(tree_distances):
         raise ValueError("tree_distances contains NaN or inf")
     if tree_distances.numel() and float(tree_distances.min()) < 0:
         raise ValueError("tree_distances must be >= 0")
@@ -402,16 +399,8 @@ def global_rank_loss(
 
 
 def _check_lists_finite(embedding_distances: Tensor, tree_distances: Tensor) -> None:
-    """ValueError unless both (all-valid) lists are finite; one reduction per input.
-
-    A sum is finite only if every entry is (NaN and inf propagate); a sum that overflows from
-    finite entries falls back to the exact test.
-    """
-    total = float(embedding_distances.detach().sum()) + float(tree_distances.sum())
-    if not math.isfinite(total) and not (
-        bool(torch.isfinite(embedding_distances).all())
-        and bool(torch.isfinite(tree_distances).all())
-    ):
+    """ValueError unless both (all-valid) lists are finite; one reduction per input."""
+    if not (all_finite(embedding_distances) and all_finite(tree_distances)):
         raise ValueError("embedding_distances or tree_distances contains NaN or inf")
 
 
@@ -740,25 +729,6 @@ def _discount_table(n: int, k: int, device: torch.device) -> Tensor:
     table = 1.0 / torch.log2(positions + 1.0)
     table[k:] = 0.0
     return table
-
-
-def _all_finite(values: Tensor) -> bool:
-    """Whether every entry is finite, without an N x N temporary (isfinite makes one)."""
-    if not values.is_floating_point():
-        return True
-    # A sum is finite only if every term is (NaN and inf propagate); a non-finite sum of finite
-    # terms (overflow) is settled by the exact check, row block by row block.
-    if bool(torch.isfinite(values.sum())):
-        return True
-    rows = max(1, _COUNT_TABLE_BUDGET // max(1, values.shape[-1]))
-    return all(bool(torch.isfinite(block).all()) for block in torch.split(values, rows))
-
-
-def _check_square_matrix(matrix: object, name: str) -> None:
-    if not isinstance(matrix, Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(matrix).__name__}")
-    if matrix.dim() != 2 or matrix.shape[0] != matrix.shape[1]:
-        raise ValueError(f"{name} must be a square (N, N) matrix, got shape {tuple(matrix.shape)}")
 
 
 def _check_distance_pair(embedding_distances: Tensor, tree_distances: Tensor) -> None:

@@ -39,14 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from hyperloss.geometry import pairwise_distances
-from hyperloss.losses._validation import (
-    check_count,
-    check_index,
-    check_mask,
-    check_nonnegative,
-    check_point_rows,
-    check_real,
-)
+from hyperloss.losses._validation import check_mask
 from hyperloss.losses.functional import (
     _check_lists_finite,
     _lambda_rank,
@@ -54,6 +47,16 @@ from hyperloss.losses.functional import (
     rank_order_preservation_loss,
 )
 from hyperloss.losses.sources import as_tree_source
+from hyperloss.validation import (
+    check_callable,
+    check_chunk_size,
+    check_index,
+    check_int,
+    check_nonnegative,
+    check_point_matrix,
+    check_positive,
+    check_real,
+)
 
 __all__ = ["GlobalRankLoss", "LambdaRankLoss", "RankOrderPreservationLoss"]
 
@@ -124,13 +127,13 @@ class _TreeLoss(nn.Module):
         """``points[index]`` checked: (M, D + 1) floating point, finite."""
         device = points.device if isinstance(points, Tensor) else torch.device("cpu")
         rows = points[index.to(device)]
-        check_point_rows(rows, index.shape[0], name)
+        check_point_matrix(rows, name, rows=index.shape[0])
         return rows
 
     def _names(self, names: Any, length: int | None, name: str) -> Tensor:
         """Indices (CPU LongTensor) of a sequence of names, or of an index tensor."""
         if isinstance(names, Tensor):
-            return check_index(names, (length,), self.n_nodes, name)
+            return check_index(names, name, self.n_nodes, shape=(length,))
         if isinstance(names, str) or not isinstance(names, Sequence):
             raise TypeError(
                 f"{name} must be a sequence of names or an integer tensor of tree indices, "
@@ -143,7 +146,7 @@ class _TreeLoss(nn.Module):
     def _block(self, points: Any, nodes: Any) -> tuple[Tensor, Tensor]:
         """(points of the block (n, D + 1), their tree indices (n,) on the CPU)."""
         if isinstance(nodes, Tensor):
-            index = check_index(nodes, (None,), self.n_nodes, "nodes")
+            index = check_index(nodes, "nodes", self.n_nodes, shape=(None,))
             self._check_table(points)
             return self._rows(points, index, "points[nodes]"), index
         # The name form: embeddings aligned with the names.
@@ -154,14 +157,14 @@ class _TreeLoss(nn.Module):
                 f"got {got}"
             )
         index = self._names(nodes, points.shape[0], "nodes")
-        check_point_rows(points, index.shape[0], "points (the embeddings of the names)")
+        check_point_matrix(points, "points (the embeddings of the names)", rows=index.shape[0])
         return points, index
 
     def _block_distances(
         self, block: Tensor, index: Tensor, distance_fn: Any, chunk_size: int | None
     ) -> tuple[Tensor, Tensor]:
         """Embedding (n, n) and tree (n, n, float64) distances of a block."""
-        _check_callable(distance_fn)
+        check_callable(distance_fn, "distance_fn")
         embedding_distances = _pairwise(distance_fn, block, chunk_size)
         tree_distances = self.tree.distance(index[:, None], index[None, :])
         return embedding_distances, tree_distances.to(embedding_distances.device, torch.float64)
@@ -254,7 +257,7 @@ class RankOrderPreservationLoss(_TreeLoss):
         if reduction not in reductions:
             raise ValueError(f"reduction must be one of {reductions}, got {reduction!r}")
         self.reduction = reduction
-        self.chunk_size = None if chunk_size is None else check_count(chunk_size, "chunk_size")
+        self.chunk_size = check_chunk_size(chunk_size)
 
     def forward(
         self, points: Any, nodes: Tensor | Sequence[str], distance_fn: DistanceFn
@@ -458,10 +461,8 @@ class LambdaRankLoss(_TreeLoss):
         relevance: Callable[..., Tensor] | None = None,
     ) -> None:
         self.weight = check_nonnegative(weight, "weight")
-        self.sigma = check_real(sigma, "sigma")
-        if self.sigma <= 0:
-            raise ValueError(f"sigma must be > 0, got {sigma}")
-        self.ndcg_k = check_count(ndcg_k, "ndcg_k")
+        self.sigma = check_positive(sigma, "sigma")
+        self.ndcg_k = check_int(ndcg_k, "ndcg_k", minimum=1)
         if reduction not in ("mean", "sum", "none"):
             raise ValueError(f"reduction must be one of ('mean', 'sum', 'none'), got {reduction!r}")
         self.reduction = reduction
@@ -484,15 +485,15 @@ class LambdaRankLoss(_TreeLoss):
         distance_fn: DistanceFn,
         mask: Tensor | None = None,
     ) -> Tensor:
-        anchor_index = check_index(anchors, (None,), self.n_nodes, "anchors")
+        anchor_index = check_index(anchors, "anchors", self.n_nodes, shape=(None,))
         batch = anchor_index.shape[0]
         if mask is not None:
             if not isinstance(items, Tensor) or items.dim() != 2:
-                check_index(items, (batch, None), self.n_nodes, "items")  # raises
+                check_index(items, "items", self.n_nodes, shape=(batch, None))  # raises
             check_mask(mask, tuple(items.shape), "mask")
             mask = mask.cpu()
-        item_index = check_index(items, (batch, None), self.n_nodes, "items", valid=mask)
-        _check_callable(distance_fn)
+        item_index = check_index(items, "items", self.n_nodes, shape=(batch, None), valid=mask)
+        check_callable(distance_fn, "distance_fn")
         self._check_table(points)
         if mask is not None:  # padding is never read: stand the anchor in for it
             item_index = torch.where(mask, item_index, anchor_index[:, None])
@@ -521,9 +522,9 @@ class LambdaRankLoss(_TreeLoss):
         mask: Tensor | None = None,
     ) -> Tensor:
         """The original signature: embeddings aligned with lists of names -> the index path."""
-        batch_size = check_count(batch_size, "batch_size")
-        k_negatives = check_count(k_negatives, "k_negatives")
-        check_point_rows(anchor_emb, batch_size, "anchor_emb")
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
+        k_negatives = check_int(k_negatives, "k_negatives", minimum=1)
+        check_point_matrix(anchor_emb, "anchor_emb", rows=batch_size)
         width = anchor_emb.shape[1]
         if not isinstance(positive_emb, Tensor) or positive_emb.shape != anchor_emb.shape:
             got = tuple(positive_emb.shape) if isinstance(positive_emb, Tensor) else positive_emb
@@ -531,14 +532,14 @@ class LambdaRankLoss(_TreeLoss):
                 f"positive_emb must have the shape of anchor_emb {tuple(anchor_emb.shape)}, "
                 f"got {got}"
             )
-        check_point_rows(positive_emb, batch_size, "positive_emb")
-        check_point_rows(negative_embs, batch_size * k_negatives, "negative_embs")
+        check_point_matrix(positive_emb, "positive_emb", rows=batch_size)
+        check_point_matrix(negative_embs, "negative_embs", rows=batch_size * k_negatives)
         if negative_embs.shape[1] != width:
             raise ValueError(
                 f"negative_embs must have shape (batch_size * k_negatives, D + 1) = "
                 f"({batch_size * k_negatives}, {width}), got {tuple(negative_embs.shape)}"
             )
-        _check_callable(distance_fn)
+        check_callable(distance_fn, "distance_fn")
         anchor_index = self._names(anchor_codes, batch_size, "anchor_codes")
         positive_index = self._names(positive_codes, batch_size, "positive_codes")
         negative_index = self._negative_names(negative_codes, batch_size, k_negatives)
@@ -564,7 +565,9 @@ class LambdaRankLoss(_TreeLoss):
                     f"{tuple(negative_codes.shape)}"
                 )
             flat = negative_codes.reshape(-1)
-            index = check_index(flat, (batch_size * k_negatives,), self.n_nodes, "negative_codes")
+            index = check_index(
+                flat, "negative_codes", self.n_nodes, shape=(batch_size * k_negatives,)
+            )
             return index.view(batch_size, k_negatives)
         if isinstance(negative_codes, str) or not isinstance(negative_codes, Sequence):
             raise TypeError(
@@ -646,11 +649,6 @@ class LambdaRankLoss(_TreeLoss):
 
 # --------------------------------------------------------------------------------------------
 # helpers
-
-
-def _check_callable(distance_fn: Any) -> None:
-    if not callable(distance_fn):
-        raise TypeError(f"distance_fn must be callable, got {type(distance_fn).__name__}")
 
 
 def _pairwise(distance_fn: DistanceFn, points: Tensor, chunk_size: int | None) -> Tensor:

@@ -16,7 +16,6 @@ A *tree-distance source* is any object with
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -24,8 +23,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from hyperloss.losses._validation import check_index
+from hyperloss.losses._validation import check_square_matrix
 from hyperloss.trees import UnknownNodeError
+from hyperloss.validation import check_finite_tensor, check_index, check_int
 
 __all__ = ["TreeDistanceMatrix", "as_tree_source"]
 
@@ -75,8 +75,8 @@ class TreeDistanceMatrix:
 
     def distance(self, u: Any, v: Any) -> Tensor:
         """Entries ``tree_distances[u, v]`` (float64, broadcast shape, on ``u``'s device)."""
-        first = check_index(torch.as_tensor(u), tuple(torch.as_tensor(u).shape), len(self), "u")
-        second = check_index(torch.as_tensor(v), tuple(torch.as_tensor(v).shape), len(self), "v")
+        first = check_index(torch.as_tensor(u), "u", len(self))
+        second = check_index(torch.as_tensor(v), "v", len(self))
         device = u.device if isinstance(u, Tensor) else torch.device("cpu")
         return self.tree_distances[first, second].to(device)
 
@@ -146,15 +146,9 @@ def _check_matrix(tree_distances: Any) -> Tensor:
                 f"tree_distances must be a tensor or array-like, got "
                 f"{type(tree_distances).__name__}"
             ) from error
-    if tree_distances.dim() != 2 or tree_distances.shape[0] != tree_distances.shape[1]:
-        raise ValueError(
-            f"tree_distances must be a square (N, N) matrix, got shape "
-            f"{tuple(tree_distances.shape)}"
-        )
+    check_square_matrix(tree_distances, "tree_distances")
     tree_distances = tree_distances.detach().to(device="cpu", dtype=torch.float64).clone()
-    if not bool(torch.isfinite(tree_distances).all()):
-        raise ValueError("tree_distances contains NaN or inf")
-    return tree_distances
+    return check_finite_tensor(tree_distances, "tree_distances")
 
 
 def _check_names(code_to_idx: Any, n_nodes: int) -> dict[str, int]:
@@ -164,8 +158,7 @@ def _check_names(code_to_idx: Any, n_nodes: int) -> dict[str, int]:
         )
     checked: dict[str, int] = {}
     for name, index in code_to_idx.items():
-        if isinstance(index, bool) or not isinstance(index, numbers.Integral):
-            raise TypeError(f"code_to_idx values must be ints, got {index!r} for {name!r}")
+        index = check_int(index, f"code_to_idx[{name!r}]")
         if not 0 <= index < n_nodes:
             raise ValueError(
                 f"code_to_idx[{name!r}] = {index} is not a row of tree_distances (0..{n_nodes - 1})"

@@ -1,20 +1,23 @@
-"""Input checks of the metrics package, in one place (private).
+"""Input checks of the metrics package (private), built from :mod:`hyperloss.validation`.
 
-Every public function of :mod:`hyperloss.metrics` validates its arguments here and then trusts
-them: errors name the argument and say what was wrong.
+Every public function of :mod:`hyperloss.metrics` validates its arguments here or with the
+shared checks of :mod:`hyperloss.validation` (integers, chunk sizes, callables, point matrices)
+and then trusts them: errors name the argument and say what was wrong. What stays here is
+particular to the metrics: distance matrices read as numpy arrays, ``k`` as one int or a list,
+``sample=``, and the tree-like objects the metrics accept.
 """
 
 from __future__ import annotations
 
-import math
 import numbers
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from hyperloss.metrics._common import PAIR_BLOCK_ELEMENTS, rows_per_block
+from hyperloss.validation import check_float_tensor, check_point_matrix
 
 
 def as_numpy(value: Any, name: str) -> np.ndarray:
@@ -64,36 +67,37 @@ def check_finite_rows(matrix: np.ndarray, message: str) -> None:
 
 def check_pair_inputs(embedding_distances: Any, tree_distances: Any) -> tuple[np.ndarray, Any]:
     """Embedding (float) and tree distance matrices of the same shape."""
-    embedding = as_matrix(embedding_distances, "embedding_distances")
-    tree = as_matrix(tree_distances, "tree_distances")
-    if embedding.shape != tree.shape:
-        raise ValueError(
-            "embedding_distances and tree_distances must have the same shape, got "
-            f"{embedding.shape} and {tree.shape}"
-        )
-    if embedding.dtype.kind != "f":
-        embedding = embedding.astype(np.float64)
-    return embedding, tree
+    return _with_embedding_distances(embedding_distances, tree_distances, "tree_distances")
 
 
 def check_relevance_inputs(
     embedding_distances: Any, relevant: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """Embedding distances (float) and a boolean relevance matrix of the same shape."""
-    embedding = as_matrix(embedding_distances, "embedding_distances")
-    relevance = as_matrix(relevant, "relevant", allow_bool=True)
-    if embedding.shape != relevance.shape:
-        raise ValueError(
-            "embedding_distances and relevant must have the same shape, got "
-            f"{embedding.shape} and {relevance.shape}"
-        )
-    if embedding.dtype.kind != "f":
-        embedding = embedding.astype(np.float64)
+    embedding, relevance = _with_embedding_distances(
+        embedding_distances, relevant, "relevant", allow_bool=True
+    )
     if relevance.dtype.kind != "b":
         if not np.isin(relevance, (0, 1)).all():
             raise ValueError("relevant must be boolean or hold only 0 and 1")
         relevance = relevance != 0
     return embedding, relevance
+
+
+def _with_embedding_distances(
+    embedding_distances: Any, other: Any, name: str, *, allow_bool: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Embedding distances (as float) and another matrix ``name`` of the same shape."""
+    embedding = as_matrix(embedding_distances, "embedding_distances")
+    matrix = as_matrix(other, name, allow_bool=allow_bool)
+    if embedding.shape != matrix.shape:
+        raise ValueError(
+            f"embedding_distances and {name} must have the same shape, got "
+            f"{embedding.shape} and {matrix.shape}"
+        )
+    if embedding.dtype.kind != "f":
+        embedding = embedding.astype(np.float64)
+    return embedding, matrix
 
 
 def check_non_negative(matrix: np.ndarray, name: str) -> None:
@@ -102,18 +106,6 @@ def check_non_negative(matrix: np.ndarray, name: str) -> None:
         lowest = float(matrix[first : first + block_rows].min())
         if lowest < 0:
             raise ValueError(f"{name} must be non-negative, got a minimum of {lowest:g}")
-
-
-def check_min_distance(min_distance: Any) -> float:
-    if isinstance(min_distance, bool) or not isinstance(min_distance, numbers.Real):
-        raise TypeError(
-            f"min_distance must be a real number, got {type(min_distance).__name__} "
-            f"{min_distance!r}"
-        )
-    value = float(min_distance)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"min_distance must be finite and >= 0, got {min_distance!r}")
-    return value
 
 
 def check_ks(k: Any) -> tuple[list[int], bool]:
@@ -143,22 +135,6 @@ def check_ks(k: Any) -> tuple[list[int], bool]:
     return list(dict.fromkeys(int(item) for item in items)), single
 
 
-def check_int(value: Any, name: str, *, minimum: int, allow_none: bool = False) -> int | None:
-    """An integer ``>= minimum`` (``None`` passes through where allowed)."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        allowed = "an int or None" if allow_none else "an int"
-        raise TypeError(f"{name} must be {allowed}, got {type(value).__name__} {value!r}")
-    if value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return int(value)
-
-
-def check_chunk_size(chunk_size: Any) -> int | None:
-    return check_int(chunk_size, "chunk_size", minimum=1, allow_none=True)
-
-
 def check_sample(sample: Any) -> str | bool:
     if sample is True or sample is False or (isinstance(sample, str) and sample == "auto"):
         return sample
@@ -177,12 +153,6 @@ def check_tree(tree: Any, *, sampled: bool = False) -> None:
         )
 
 
-def check_distance_fn(distance_fn: Any) -> Callable[..., torch.Tensor]:
-    if not callable(distance_fn):
-        raise TypeError(f"distance_fn must be callable, got {type(distance_fn).__name__}")
-    return distance_fn
-
-
 def check_points(points: Any, n_nodes: int) -> torch.Tensor:
     """Finite floating ``(N, dim + 1)`` points, one row per tree node (detached)."""
     if isinstance(points, np.ndarray):
@@ -192,16 +162,10 @@ def check_points(points: Any, n_nodes: int) -> torch.Tensor:
             f"points must be a torch tensor, a numpy array or an Embedding, got "
             f"{type(points).__name__}"
         )
-    if not points.dtype.is_floating_point:
-        raise TypeError(f"points must have a floating dtype, got {points.dtype}")
-    if points.dim() != 2:
-        raise ValueError(f"points must have shape (N, dim + 1), got {tuple(points.shape)}")
-    if points.shape[0] != n_nodes:
+    points = check_float_tensor(points, "points").detach()
+    if points.dim() == 2 and points.shape[0] != n_nodes:
         raise ValueError(
             f"points must have one row per tree node: the tree has {n_nodes} nodes, "
             f"points has {points.shape[0]} rows"
         )
-    points = points.detach()
-    if not bool(torch.isfinite(points).all()):
-        raise ValueError("points must be finite, found nan or inf")
-    return points
+    return check_point_matrix(points, "points", rows=n_nodes)

@@ -34,15 +34,13 @@ from hyperloss.metrics._sampled import (
 )
 from hyperloss.metrics._validation import (
     as_numpy,
-    check_chunk_size,
-    check_distance_fn,
     check_finite_rows,
-    check_int,
     check_ks,
     check_points,
     check_sample,
     check_tree,
 )
+from hyperloss.validation import check_callable, check_chunk_size, check_int
 
 __all__ = ["DEFAULT_ANCHORS", "DEFAULT_PAIRS", "EXACT_LIMIT", "FidelityReport", "evaluate",
            "monitor_metrics"]  # fmt: skip
@@ -322,12 +320,9 @@ def evaluate(
     >>> report.sampled, report.n_anchors, report.n_pairs
     (True, 32, 20000)
     """
-    ks, _ = check_ks(k)
-    chunk_size = check_chunk_size(chunk_size)
-    sample = check_sample(sample)
-    n_anchors = check_int(n_anchors, "n_anchors", minimum=1)
-    n_pairs = check_int(n_pairs, "n_pairs", minimum=2)
-    seed = check_int(seed, "seed", minimum=0)
+    ks, _, chunk_size, sample, n_anchors, n_pairs, seed = _check_options(
+        k, chunk_size, sample, n_anchors, n_pairs, seed
+    )
     point_tensor, distance_fn, n_nodes = _resolve_inputs(points, tree, distance_fn)
     if not _is_sampled(sample, n_nodes):
         return _exact_report(point_tensor, tree, distance_fn, ks, chunk_size)
@@ -398,14 +393,11 @@ def monitor_metrics(
     dict
         ``{"spearman": float, "ndcg@<k>": float}``.
     """
-    ks, single = check_ks(k)
+    ks, single, chunk_size, sample, n_anchors, n_pairs, seed = _check_options(
+        k, chunk_size, sample, n_anchors, n_pairs, seed
+    )
     if not single:
         raise TypeError(f"k must be one int, got {k!r}")
-    chunk_size = check_chunk_size(chunk_size)
-    sample = check_sample(sample)
-    n_anchors = check_int(n_anchors, "n_anchors", minimum=1)
-    n_pairs = check_int(n_pairs, "n_pairs", minimum=2)
-    seed = check_int(seed, "seed", minimum=0)
     point_tensor, distance_fn, n_nodes = _resolve_inputs(points, tree, distance_fn)
     if not _is_sampled(sample, n_nodes):
         tree_codes = dense_tree_codes(tree, chunk_size)
@@ -448,7 +440,7 @@ def _resolve_inputs(
         points = points.points_for(tree)
     elif distance_fn is None:
         distance_fn = LorentzDistance(1.0)
-    return check_points(points, n_nodes), check_distance_fn(distance_fn), n_nodes
+    return check_points(points, n_nodes), check_callable(distance_fn, "distance_fn"), n_nodes
 
 
 def _is_sampled(sample: bool | str, n_nodes: int) -> bool:
@@ -458,6 +450,24 @@ def _is_sampled(sample: bool | str, n_nodes: int) -> bool:
             f"{EXACT_LIMIT} nodes; this tree has {n_nodes}: use sample='auto' or True"
         )
     return sample is True or (sample == "auto" and n_nodes > EXACT_LIMIT)
+
+
+def _check_options(
+    k: Any, chunk_size: Any, sample: Any, n_anchors: Any, n_pairs: Any, seed: Any
+) -> tuple[list[int], bool, int | None, str | bool, int, int, int]:
+    """The options :func:`evaluate` and :func:`monitor_metrics` share, checked (in order):
+    ``k`` as a list and whether it was one int, then chunk_size, sample, n_anchors, n_pairs,
+    seed."""
+    ks, single = check_ks(k)
+    return (
+        ks,
+        single,
+        check_chunk_size(chunk_size),
+        check_sample(sample),
+        check_int(n_anchors, "n_anchors", minimum=1),
+        check_int(n_pairs, "n_pairs", minimum=2),
+        check_int(seed, "seed", minimum=0),
+    )
 
 
 def _check_sampled_tree(tree: Any) -> None:

@@ -43,13 +43,12 @@ from hyperloss.metrics._common import mean
 from hyperloss.metrics._pairs import pair_statistics
 from hyperloss.metrics._validation import (
     as_matrix,
-    check_chunk_size,
     check_ks,
-    check_min_distance,
     check_non_negative,
     check_pair_inputs,
     check_relevance_inputs,
 )
+from hyperloss.validation import check_chunk_size, check_nonnegative
 
 __all__ = [
     "cophenetic_correlation",
@@ -110,9 +109,9 @@ def spearman(embedding_distances: Any, tree_distances: Any, *, min_distance: flo
     0.866025
     """
     embedding, tree = _encoded_pair_inputs(embedding_distances, tree_distances)
-    return pair_statistics(embedding, tree, check_min_distance(min_distance), spearman=True)[
-        "spearman"
-    ]
+    return pair_statistics(
+        embedding, tree, check_nonnegative(min_distance, "min_distance"), spearman=True
+    )["spearman"]
 
 
 def spearman_ceiling(tree_distances: Any, *, min_distance: float = 0.0) -> float:
@@ -141,7 +140,7 @@ def spearman_ceiling(tree_distances: Any, *, min_distance: float = 0.0) -> float
         In [0, 1]; ``nan`` when fewer than two pairs remain or all are tied.
     """
     tree = encode_tree(as_matrix(tree_distances, "tree_distances"), "tree_distances")
-    min_distance = check_min_distance(min_distance)
+    min_distance = check_nonnegative(min_distance, "min_distance")
     return pair_statistics(None, tree, min_distance, ceiling=True)["spearman_ceiling"]
 
 
@@ -178,7 +177,7 @@ def per_anchor_spearman(
     totals = scan_anchors(
         embedding,
         tree=tree,
-        min_distance=check_min_distance(min_distance),
+        min_distance=check_nonnegative(min_distance, "min_distance"),
         chunk_size=check_chunk_size(chunk_size),
         spearman=True,
     )
@@ -272,7 +271,7 @@ def ndcg_at_k(
     totals = scan_anchors(
         embedding,
         tree=tree,
-        min_distance=check_min_distance(min_distance),
+        min_distance=check_nonnegative(min_distance, "min_distance"),
         chunk_size=check_chunk_size(chunk_size),
         ks=ks,
         gain=gain,
@@ -386,7 +385,7 @@ def cophenetic_correlation(
         In [-1, 1]; ``nan`` when fewer than two pairs remain or either side is constant.
     """
     embedding, tree = _encoded_pair_inputs(embedding_distances, tree_distances)
-    min_distance = check_min_distance(min_distance)
+    min_distance = check_nonnegative(min_distance, "min_distance")
     return pair_statistics(embedding, tree, min_distance, cophenetic=True)["cophenetic"]
 
 
@@ -438,5 +437,5 @@ def distortion(
     """
     embedding, tree = _encoded_pair_inputs(embedding_distances, tree_distances)
     check_non_negative(embedding, "embedding_distances")
-    min_distance = check_min_distance(min_distance)
+    min_distance = check_nonnegative(min_distance, "min_distance")
     return pair_statistics(embedding, tree, min_distance, distortion=True)["distortion"]
