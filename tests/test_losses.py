@@ -495,6 +495,21 @@ def test_global_rank_matches_loop_reference(relative_margin, reduction):
     torch.testing.assert_close(pairs, value, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_global_rank_many_levels_and_tied_distances_match_loop_reference(seed):
+    # A deep tree gives many distinct tree distances (levels); rounded embedding distances
+    # put many terms exactly on the hinge and many pairs on equal distances.
+    tree = random_tree(24, seed=seed)
+    t = tree.distances()
+    assert torch.unique(t).numel() >= 7
+    d = (random_distances(24, seed=seed + 10, scale=6.0) * 4).round() / 4
+    kwargs = dict(margin=0.25, relative_margin=False, reduction="sum")
+    value, (grad,) = grads_of(lambda x: global_rank_loss(x, t, **kwargs), d)
+    expected, (expected_grad,) = grads_of(lambda x: reference_global_rank_loss(x, t, **kwargs), d)
+    torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-10)
+
+
 def test_global_rank_ties_scale_and_degenerate_inputs():
     # integer distances: many terms exactly at the hinge (0: not violated, gradient 0)
     generator = torch.Generator().manual_seed(1)

@@ -300,69 +300,72 @@ def global_rank_loss(
 ) -> Tensor:
     r"""Margin hinge over every pair of pairs whose embedding distances contradict the tree.
 
-        Over the pairs :math:`a, b` of a set of nodes, with :math:`d` the embedding and :math:`t`
-        the tree distances of the pairs, every ordered pair of pairs with :math:`t_a < t_b` gives
-        the term
+    Over the pairs :math:`a, b` of a set of nodes, with :math:`d` the embedding and :math:`t`
+    the tree distances of the pairs, every ordered pair of pairs with :math:`t_a < t_b` gives
+    the term
 
-        .. math:: \ell_{ab} = \max(0,\; d_a - d_b +
-    ho \cdot 	ext{margin}),
+    .. math:: \ell_{ab} = \max(0,\; d_a - d_b + \rho \cdot \text{margin}),
 
-        with :math:`
-    ho = ar d / ar t` (the mean embedding distance per unit of mean tree
-        distance over the given pairs, held constant in the backward pass) when
-        ``relative_margin`` is True, else :math:`
-    ho = 1`. The margin then follows the
-        embedding's scale: the term neither grows nor shrinks the embedding and its gradient is
-        of order one at any scale. Where :class:`RankOrderPreservationLoss` compares two
-        distances from the same anchor, this compares every distance with every other, which is
-        what Spearman correlation over all pairs measures.
+    with :math:`\rho = \bar d / \bar t` (the mean embedding distance per unit of mean tree
+    distance over the given pairs, held constant in the backward pass) when
+    ``relative_margin`` is True, else :math:`\rho = 1`. The margin then follows the
+    embedding's scale: the term neither grows nor shrinks the embedding and its gradient is
+    of order one at any scale. Where :class:`RankOrderPreservationLoss` compares two
+    distances from the same anchor, this compares every distance with every other, which is
+    what Spearman correlation over all pairs measures.
 
-        Parameters
-        ----------
-        embedding_distances : Tensor, shape (P,) or (n, n)
-            Embedding distances of ``P`` pairs, floating point, finite; or an ``(n, n)`` block of a
-            set of ``n`` nodes, of which the ``P = n (n - 1) / 2`` pairs ``i < j`` (the strict
-            upper triangle) are read. Gradients flow into it.
-        tree_distances : Tensor, shape (P,) or (n, n)
-            Tree distances of the same pairs (same shape), finite, ``>= 0``.
-        margin : float, default=0.1
-            Non-negative margin, in tree-distance units when ``relative_margin``.
-        relative_margin : bool, default=True
-            Scale the margin by :math:`
-    ho = ar d / ar t` (0 when :math:`ar t = 0`).
-        reduction : {'mean', 'sum'}, default='mean'
-            ``'mean'``: the sum of the terms divided by their number (0 when all tree distances
-            are equal); ``'sum'``. (There is no ``'none'``: each term involves two pairs, so no
-            per-item split is natural.)
+    Parameters
+    ----------
+    embedding_distances : Tensor, shape (P,) or (n, n)
+        Embedding distances of ``P`` pairs, floating point, finite; or an ``(n, n)`` block of a
+        set of ``n`` nodes, of which the ``P = n (n - 1) / 2`` pairs ``i < j`` (the strict
+        upper triangle) are read. Gradients flow into it.
+    tree_distances : Tensor, shape (P,) or (n, n)
+        Tree distances of the same pairs (same shape), finite, ``>= 0``.
+    margin : float, default=0.1
+        Non-negative margin, in tree-distance units when ``relative_margin``.
+    relative_margin : bool, default=True
+        Scale the margin by :math:`\rho = \bar d / \bar t` (0 when :math:`\bar t = 0`).
+    reduction : {'mean', 'sum'}, default='mean'
+        ``'mean'``: the sum of the terms divided by their number (0 when all tree distances
+        are equal); ``'sum'``. (There is no ``'none'``: each term involves two pairs, so no
+        per-item split is natural.)
 
-        Returns
-        -------
-        Tensor
-            Scalar, in the dtype of ``embedding_distances``.
+    Returns
+    -------
+    Tensor
+        Scalar, in the dtype of ``embedding_distances``.
 
-        Raises
-        ------
-        TypeError
-            If an input is not a tensor or ``embedding_distances`` is not floating point.
-        ValueError
-            On a shape mismatch, a non-square block, NaN or inf, a negative tree distance, a
-            negative ``margin`` or an unknown ``reduction``.
+    Raises
+    ------
+    TypeError
+        If an input is not a tensor or ``embedding_distances`` is not floating point.
+    ValueError
+        On a shape mismatch, a non-square block, NaN or inf, a negative tree distance, a
+        negative ``margin`` or an unknown ``reduction``.
 
-        Notes
-        -----
-        Computed exactly without forming the ``P x P`` terms: tree distances take few distinct
-        values (levels), and per level the violated terms of the pairs at that level against
-        every lower-level pair come from one sort and suffix sums, :math:`O(P \log P)` per level
-        (the Python loop runs over the levels only). A term equal to 0 counts as not violated and
-        gets gradient 0, as ``torch.relu`` does.
+    Notes
+    -----
+    Computed exactly without forming the ``P x P`` terms. With :math:`S_b` the set of pairs
+    :math:`a` that violate against :math:`b` (:math:`t_a < t_b` and
+    :math:`d_a > d_b - \rho\,\text{margin}`), :math:`c_a` the number of sets :math:`S_b`
+    that hold :math:`a`, and the counts held constant, the sum is exactly
 
-        Examples
-        --------
-        >>> import torch
-        >>> d = torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
-        >>> t = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
-        >>> global_rank_loss(d, t, margin=0.0, relative_margin=False, reduction="sum")
-        tensor(1., dtype=torch.float64)
+    .. math:: \sum_a c_a d_a - \sum_b |S_b|\, d_b + \rho\,\text{margin} \sum_b |S_b|,
+
+    so autograd returns the exact (sub)gradient. The counts come from one sort of the
+    distances and one cumulative count per distinct tree distance (level) over that order:
+    :math:`O(P \log P + L P)` time and :math:`O(P)` memory for :math:`L` levels (the Python
+    loop runs over the levels only). A term equal to 0 counts as not violated and gets
+    gradient 0, as ``torch.relu`` does.
+
+    Examples
+    --------
+    >>> import torch
+    >>> d = torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
+    >>> t = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64)
+    >>> global_rank_loss(d, t, margin=0.0, relative_margin=False, reduction="sum")
+    tensor(1., dtype=torch.float64)
     """
     check_tensor(embedding_distances, "embedding_distances")
     check_tensor(tree_distances, "tree_distances")
@@ -415,23 +418,61 @@ def _global_rank(
         # whether the points are near the origin or far out.
         scale = float(distances.detach().mean()) / mean_tree if mean_tree > 0 else 0.0
         margin = margin * scale
-    levels = torch.unique(tree_distances)
-    total = distances.new_zeros(())
-    terms = 0
-    for level in levels[1:]:
-        lower = torch.sort(distances[tree_distances < level]).values
-        # suffix[i] = sum of lower[i:], with a trailing 0 for "none above the threshold".
-        suffix = torch.flip(torch.cumsum(torch.flip(lower, [0]), 0), [0])
-        suffix = torch.cat([suffix, suffix.new_zeros(1)])
-        upper = distances[tree_distances == level]
-        # For pair b, the violating a are the lower-level pairs with d_a > d_b - margin.
-        first = torch.searchsorted(lower.detach(), (upper - margin).detach(), right=True)
-        count = (lower.numel() - first).to(distances.dtype)
-        total = total + (suffix[first] + count * (margin - upper)).sum()
-        terms += lower.numel() * upper.numel()
+    levels, level_of = torch.unique(tree_distances, return_inverse=True)
+    if levels.numel() < 2:
+        return distances.sum() * 0.0  # no pair of pairs with t_a < t_b: 0, still in the graph
+    with torch.no_grad():
+        closer_counts, farther_counts, terms = _global_rank_counts(
+            distances.detach(), level_of, levels.numel(), margin
+        )
+    # Each violated term d_a - d_b + margin adds +1 to d_a's count and -1 to d_b's.
+    counts = (closer_counts - farther_counts).to(distances.dtype)
+    total = (counts * distances).sum() + margin * float(farther_counts.sum())
     if reduction == "sum":
         return total
     return total / max(terms, 1)
+
+
+def _global_rank_counts(
+    distances: Tensor, level_of: Tensor, n_levels: int, margin: float
+) -> tuple[Tensor, Tensor, int]:
+    """Per pair: ``c_a`` (violated terms where it is the closer pair a) and ``|S_b|`` (where it
+    is the farther pair b), and the number of terms ``t_a < t_b``; see global_rank_loss.
+
+    The violation test is ``d_a > x_b`` with ``x_b = d_b - margin`` in both counts, so they
+    describe the same set of terms. Over the pairs sorted by ``d`` (the ``x`` are sorted the
+    same way), ``|S_b|`` counts the lower-level pairs after the position of ``x_b`` and ``c_a``
+    the higher-level pairs before the position of ``d_a``; the running prefix count of the
+    levels below the current one turns both into gathers, one O(P) cumulative sum per level.
+    """
+    n_pairs = distances.numel()
+    order = torch.argsort(distances)
+    sorted_distances = distances[order]
+    sorted_level = level_of[order]
+    thresholds = distances - margin
+    # after[b]: number of pairs a with d_a <= x_b; before[a]: number of pairs b with x_b < d_a.
+    after = torch.searchsorted(sorted_distances, thresholds, right=True)
+    before = torch.searchsorted(sorted_distances - margin, distances, right=False)
+    closer = torch.zeros(n_pairs, dtype=torch.long, device=distances.device)
+    farther = torch.zeros(n_pairs, dtype=torch.long, device=distances.device)
+    # below[i]: among the first i sorted pairs, how many have a level below the current one.
+    below = torch.zeros(n_pairs + 1, dtype=torch.long, device=distances.device)
+    level_sizes = torch.bincount(level_of, minlength=n_levels).tolist()
+    terms, pairs_below = 0, 0
+    for level in range(n_levels):
+        members = (level_of == level).nonzero().squeeze(1)
+        at_level = torch.zeros(n_pairs + 1, dtype=torch.long, device=distances.device)
+        at_level[1:] = torch.cumsum(sorted_level == level, dim=0)
+        # Pairs b at this level: lower-level pairs a sorted after x_b.
+        farther[members] = pairs_below - below[after[members]]
+        # Pairs a at this level: higher-level pairs b sorted before d_a (positions minus those
+        # at this level or below).
+        position = before[members]
+        closer[members] = position - below[position] - at_level[position]
+        terms += level_sizes[level] * pairs_below
+        below += at_level
+        pairs_below += level_sizes[level]
+    return closer, farther, terms
 
 
 def _lambda_rank(
