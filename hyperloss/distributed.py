@@ -288,7 +288,11 @@ def all_reduce_gradient(parameter: Tensor, *, method: str = "auto") -> str | Non
     else:
         touched, total = _sum_rows_gathered(parameter, rows, values, counts)
     parameter.grad = torch.sparse_coo_tensor(
-        touched[None], total / world_size, parameter.shape, is_coalesced=True
+        touched[None],
+        total / world_size,
+        parameter.shape,
+        is_coalesced=True,
+        check_invariants=False,
     )
     return method
 
@@ -438,7 +442,7 @@ def _sum_rows_gathered(
     )
     gathered = gathered[keep]
     summed = torch.sparse_coo_tensor(
-        gathered[:, 0].long()[None], gathered[:, 1:], parameter.shape
+        gathered[:, 0].long()[None], gathered[:, 1:], parameter.shape, check_invariants=False
     ).coalesce()
     return summed.indices()[0], summed.values()
 

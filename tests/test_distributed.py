@@ -163,7 +163,7 @@ def _fit_small(rank, checkpoint=None, stop_at=None, fail_rank=None, sleep_rank=N
         if fail_rank == rank and state.epoch == 2:
             raise ValueError(f"callback failed on rank {rank}")
         if sleep_rank == rank and state.epoch == 2:
-            time.sleep(60)
+            time.sleep(20)
         if stop_at is not None and state.epoch == stop_at:
             raise KeyboardInterrupt  # every rank is interrupted at the same epoch
 
@@ -179,19 +179,32 @@ def _fit_small(rank, checkpoint=None, stop_at=None, fail_rank=None, sleep_rank=N
     return {"points": embedding.points, "epochs": seen}
 
 
+def _fit_sequence(rank, runs):
+    """Several fits in one process group that the caller initialised (fit then joins it)."""
+    outcomes = []
+    with distributed.process_group():
+        for run in runs:
+            try:
+                outcomes.append(_fit_small(rank, **run))
+            except KeyboardInterrupt:
+                outcomes.append({"error": "KeyboardInterrupt"})
+    return outcomes
+
+
 def _gradient_exchange(rank, method, n_nodes, dense_rank=None, empty_rank=None):
     parameter = torch.zeros(n_nodes, 3, dtype=torch.float64, requires_grad=True)
     generator = torch.Generator().manual_seed(rank)
     rows = torch.randint(n_nodes, (7,), generator=generator)
     values = torch.randn(7, 3, generator=generator, dtype=torch.float64)
-    local = torch.sparse_coo_tensor(rows[None], values, parameter.shape)
+    local = torch.sparse_coo_tensor(rows[None], values, parameter.shape, check_invariants=True)
     if rank == empty_rank:
         parameter.grad = None
     elif rank == dense_rank:
         parameter.grad = local.to_dense()
     else:
         parameter.grad = local
-    used = all_reduce_gradient(parameter, method=method)
+    with distributed.process_group():  # what fit does: join torchrun's group
+        used = all_reduce_gradient(parameter, method=method)
     grad = parameter.grad
     return {
         "local": local,
@@ -235,13 +248,13 @@ def test_two_ranks_match_one_process_quality_at_the_same_total_work(tmp_path):
 
 # ---------------------------------------------------------------------------- determinism
 def test_same_seed_and_world_size_give_the_same_points(tmp_path):
-    first = _results(_run_ranks(tmp_path, _fit_small))
-    second = _results(_run_ranks(tmp_path, _fit_small))
-    other_seed = _results(_run_ranks(tmp_path, _fit_small, seed=4))
-    assert torch.equal(first[0]["points"], first[1]["points"])
-    assert torch.equal(first[0]["points"], second[0]["points"])
-    assert not torch.equal(first[0]["points"], other_seed[0]["points"])
-    assert torch.isfinite(first[0]["points"]).all()
+    runs = [{}, {}, {"seed": 4}]
+    ranks = _results(_run_ranks(tmp_path, _fit_sequence, runs=runs))
+    first, second, other_seed = ranks[0]
+    assert torch.equal(first["points"], ranks[1][0]["points"])  # identical on every rank
+    assert torch.equal(first["points"], second["points"])
+    assert not torch.equal(first["points"], other_seed["points"])
+    assert torch.isfinite(first["points"]).all()
 
 
 def test_each_rank_takes_its_share_of_every_global_batch(tmp_path):
@@ -302,16 +315,21 @@ def test_only_rank_zero_writes_the_checkpoint(tmp_path):
     assert state["world_size"] == 2 and state["epoch"] == 6
 
 
-@pytest.mark.parametrize("stop_at", [3, 4])  # between evaluations and right after one
-def test_resume_under_two_ranks_equals_an_uninterrupted_run(tmp_path, stop_at):
-    uninterrupted = _results(_run_ranks(tmp_path, _fit_small))[0]["points"]
-    path = str(tmp_path / "run.pt")
-    interrupted = _run_ranks(tmp_path, _fit_small, checkpoint=path, stop_at=stop_at)
-    assert [outcome.get("error") for outcome in interrupted] == ["KeyboardInterrupt"] * 2
-    resumed = _results(_run_ranks(tmp_path, _fit_small, checkpoint=path))
-    assert resumed[0]["epochs"][0] in (3, 5)  # continued, did not start over
-    assert torch.equal(resumed[0]["points"], uninterrupted)
-    assert torch.equal(resumed[1]["points"], uninterrupted)
+def test_resume_under_two_ranks_equals_an_uninterrupted_run(tmp_path):
+    first, second = str(tmp_path / "first.pt"), str(tmp_path / "second.pt")
+    runs = [
+        {},  # uninterrupted
+        {"checkpoint": first, "stop_at": 3},  # interrupted between evaluations
+        {"checkpoint": first},
+        {"checkpoint": second, "stop_at": 4},  # right after an evaluation
+        {"checkpoint": second},
+    ]
+    for rank_runs in _results(_run_ranks(tmp_path, _fit_sequence, runs=runs)):
+        uninterrupted, stopped_3, resumed_3, stopped_4, resumed_4 = rank_runs
+        assert stopped_3 == stopped_4 == {"error": "KeyboardInterrupt"}
+        assert resumed_3["epochs"][0] == 3 and resumed_4["epochs"][0] == 5  # did not start over
+        assert torch.equal(resumed_3["points"], uninterrupted["points"])
+        assert torch.equal(resumed_4["points"], uninterrupted["points"])
 
 
 def test_resume_with_another_world_size_warns_and_continues(tmp_path):
@@ -350,10 +368,10 @@ def test_a_failing_rank_ends_the_run_with_a_clear_error(tmp_path):
 
 def test_a_stalled_rank_ends_the_run_at_the_timeout(tmp_path):
     outcomes = _run_ranks(
-        tmp_path, _fit_small, sleep_rank=1, env={distributed.TIMEOUT_ENV: "5"}, epochs=20
+        tmp_path, _fit_small, sleep_rank=1, env={distributed.TIMEOUT_ENV: "3"}, epochs=20
     )
     assert outcomes[0]["error"] == "DistributedError"
-    assert outcomes[0]["seconds"] < 45  # the 5 s timeout, not the 60 s sleep
+    assert outcomes[0]["seconds"] < 15  # the 3 s timeout, not the 20 s sleep
 
 
 # ---------------------------------------------------------------------------- the command
