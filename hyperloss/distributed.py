@@ -36,11 +36,20 @@ every rank (``method="auto"``):
     All-gather each rank's ``(rows, values)`` (rows carried as a float64 column, exact below
     2^53) padded to the largest count, then sum. ``O(W * rows * dim)`` per step.
 
-``"auto"`` gathers when ``W * max_rows < N / 2`` and reduces densely otherwise. Measured on
-NAICS (2,126 nodes, dim 10, 2 ranks, ~1,200 rows per rank per step) with
-``benchmarks/distributed.py``: both take well under a millisecond against ~25 ms of computing
-per step, so NAICS uses "dense"; at 98,506 nodes (ICD-10-CM) the dense buffer is 8.7 MB per
-step and "gather" is the one that scales (see the README table).
+``"auto"`` gathers when ``W * max_rows < N / 2`` and reduces densely otherwise. Measured with
+``benchmarks/distributed.py`` (2 processes on the shared, loaded 2-core machine, dim 10, 893
+rows per rank: what a rank touches in a NAICS step; median ms per exchange):
+
+============  =======  ========  ==========
+N             dense    gather    auto picks
+============  =======  ========  ==========
+2,126         6.5      6.3       dense
+98,506        30.9     5.7       gather
+1,000,000     309      2.7       gather
+============  =======  ========  ==========
+
+At NAICS size both are latency (a few ms of scheduling on a busy machine), so either is fine;
+past ~10^5 nodes the dense buffer dominates and gathering the rows is the one that scales.
 
 *Identical parameters.* All ranks start from rank 0's points (broadcast once) and apply the
 same averaged gradient with the same optimizer state, so their parameters stay bitwise equal;
