@@ -17,7 +17,11 @@ Usage::
 ``run.json``
     Which tree was embedded (``"tree": "naics"`` or ``"tree": "tree.tsv"``, a copy of the input
     file kept in the directory) and the settings, so that ``evaluate`` and ``nearest`` work from
-    the directory alone.
+    the directory alone; ``world_size`` is the number of processes that trained it.
+
+Under ``torchrun`` (``python -m torch.distributed.run --nproc-per-node 2 -m hyperloss embed
+...``) every process trains its share (:mod:`hyperloss.distributed`) and rank 0 alone evaluates,
+writes the files and prints.
 ``embedding.png``
     The Poincaré disk picture (:func:`hyperloss.plotting.plot_embedding`).
 
@@ -280,6 +284,9 @@ def _embed(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     embedding = _fit(tree, args.dim, progress=not args.no_progress, options=options)
     fit_seconds = time.perf_counter() - start
+    ranks = _rank_info()
+    if not ranks.is_zero:  # under torchrun: rank 0 alone evaluates, writes and prints
+        return 0
     report = embedding.evaluate(tree)
     metrics = dict(report.as_dict())
     metrics["wall_time_s"] = round(fit_seconds, 3)
@@ -299,6 +306,7 @@ def _embed(args: argparse.Namespace) -> int:
         "n_nodes": len(tree.names),
         "dim": args.dim,
         "options": options,
+        "world_size": ranks.world_size,
         "wall_time_s": round(fit_seconds, 3),
         "hyperloss_version": _version(),
     }
@@ -459,6 +467,13 @@ def _fit(tree: Any, dim: int, *, progress: bool, options: dict[str, Any]) -> Any
         if resuming and str(Path(checkpoint)) in str(error):
             raise CLIError(str(error)) from error
         raise
+
+
+def _rank_info() -> Any:
+    """This process's place in a torchrun run (rank 0 of 1 when run plainly)."""
+    from hyperloss.distributed import rank_info
+
+    return rank_info()
 
 
 def _load_tree(dataset: str | None, tsv: Path | None) -> Any:

@@ -65,6 +65,7 @@ import geoopt
 import torch
 from torch import Tensor, nn
 
+from hyperloss import distributed
 from hyperloss.embedding import Embedding
 from hyperloss.geometry import LorentzDistance, expmap0, logmap0
 from hyperloss.losses import GlobalRankLoss, LambdaRankLoss, RankOrderPreservationLoss
@@ -285,7 +286,9 @@ def fit(
         schedule=schedule,
         parametrization=parametrization,
     )
-    return _Run(tree, config).train()
+    # Under torchrun: join (or start) the process group; a single process passes through.
+    with distributed.process_group():
+        return _Run(tree, config).train()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -594,6 +597,11 @@ class _Run:
         self.block_losses, self.list_losses = self._objective()
         self.parameter, self.optimizer = self._parameter(self._initial_points())
         self.monitor = _Monitor(tree, self.lorentz_distance, seed=config.seed)
+        # Data-parallel under torchrun (hyperloss/distributed.py): None in a single process.
+        self.shard = distributed.FitShard.current(config.seed)
+        if self.shard is not None:
+            self.shard.broadcast_(self.parameter)  # every rank starts from rank 0's points
+            self.monitor = _checked_monitor(self.shard, self.monitor)
         self.epoch = 0
         self.stopped = False
         self.history: list[dict[str, float]] = []
@@ -653,11 +661,13 @@ class _Run:
     def train(self) -> Embedding:
         config = self.config
         resumed = config.checkpoint is not None and config.checkpoint.exists()
+        if self.shard is not None:  # rank 0's file decides (ranks may not share a disk)
+            resumed = self.shard.on_rank_zero(lambda: resumed)()
         if resumed:
             self._load_checkpoint()
         else:
             self._evaluate()
-        bar = _progress_bar(config, initial=self.epoch)
+        bar = _progress_bar(config, initial=self.epoch) if self._is_rank_zero() else None
         try:
             while self.epoch < config.epochs and not self.stopped:
                 loss = self._train_epoch()
@@ -683,6 +693,8 @@ class _Run:
                 for callback in config.callbacks:
                     if callback(state):
                         self.stopped = True
+                if self.shard is not None:  # a stop on any rank stops all together
+                    self.stopped = self.shard.any(self.stopped)
                 if self.stopped:
                     self._save_checkpoint()
         finally:
@@ -709,16 +721,24 @@ class _Run:
             group["lr"] = self._learning_rate()
         total, steps = 0.0, 0
         table = self._table()
-        for batch in self.sampler.epoch(config.batch_size):
+        shard = self.shard
+        batches, block_size = self.sampler.epoch(config.batch_size), config.block_size
+        if shard is not None:  # this rank's share of every step
+            batches = shard.epoch(self.sampler, config.batch_size, self.epoch)
+            block_size = shard.block_size(config.block_size)
+        for batch in batches:
             self.optimizer.zero_grad(set_to_none=True)
             loss = self.parameter.new_zeros(())
             if self.block_losses:
-                nodes = self.sampler.nodes(config.block_size)
+                nodes = self.sampler.nodes(block_size)
                 for block_loss in self.block_losses:
                     loss = loss + block_loss(table, nodes, self.lorentz_distance)
             items = batch.items
-            for list_loss in self.list_losses:
-                loss = loss + list_loss(table, batch.anchor, items, self.lorentz_distance)
+            for list_loss in self.list_losses if batch.anchor.numel() else ():
+                list_term = list_loss(table, batch.anchor, items, self.lorentz_distance)
+                loss = loss + (list_term if shard is None else shard.list_weight * list_term)
+            if shard is not None:
+                loss = shard.global_loss(loss)
             if not torch.isfinite(loss):
                 raise FloatingPointError(
                     f"the training loss became {float(loss)} at epoch {self.epoch + 1}"
@@ -726,6 +746,9 @@ class _Run:
                 )
             if loss.requires_grad:
                 loss.backward()
+            if shard is not None:  # every rank, even one without a gradient this step
+                shard.all_reduce_gradient(self.parameter)
+            if self.parameter.grad is not None:
                 self.optimizer.step()
             total += float(loss.detach())
             steps += 1
@@ -773,7 +796,7 @@ class _Run:
     # ------------------------------------------------------------- checkpoint
     def _save_checkpoint(self) -> None:
         path = self.config.checkpoint
-        if path is None:
+        if path is None or not self._is_rank_zero():
             return
         state = {
             "format": "hyperloss.fit-checkpoint",
@@ -789,6 +812,7 @@ class _Run:
             "start_metrics": self.start_metrics,
             "stale": self.stale,
             "best_value": self.best_value,
+            "world_size": 1 if self.shard is None else self.shard.world_size,
         }
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_name(path.name + ".tmp")
@@ -798,7 +822,10 @@ class _Run:
     def _load_checkpoint(self) -> None:
         path = self.config.checkpoint
         try:
-            state = torch.load(path, weights_only=True)
+            if self.shard is None:
+                state = torch.load(path, weights_only=True)
+            else:  # rank 0 reads, every rank gets the state (or the error)
+                state = self.shard.on_rank_zero(torch.load)(path, weights_only=True)
         except Exception as error:  # noqa: BLE001 - any unreadable file gets the same message
             raise ValueError(
                 f"checkpoint {str(path)!r} is not a readable checkpoint: {error}"
@@ -831,6 +858,35 @@ class _Run:
         self.start_metrics = state["start_metrics"]
         self.stale = state["stale"]
         self.best_value = state["best_value"]
+        _warn_other_world_size(state.get("world_size", 1), self.shard, path)
+
+    def _is_rank_zero(self) -> bool:
+        return self.shard is None or self.shard.is_zero
+
+
+def _checked_monitor(shard: Any, monitor: _Monitor) -> Callable[[Tensor], dict[str, float]]:
+    """The monitor on rank 0, for all ranks, after checking that they hold the same points."""
+    on_rank_zero = shard.on_rank_zero(monitor)
+
+    def call(points: Tensor) -> dict[str, float]:
+        shard.check_identical(points)
+        return on_rank_zero(points)
+
+    return call
+
+
+def _warn_other_world_size(saved: int, shard: Any, path: Path) -> None:
+    current = 1 if shard is None else shard.world_size
+    if saved != current and (shard is None or shard.is_zero):
+        import warnings
+
+        warnings.warn(
+            f"checkpoint {str(path)!r} was written by a run of {saved} process(es), resumed with "
+            f"{current}: points, optimizer moments and the best state are restored exactly, the "
+            "later lists and blocks are drawn as this world size draws them (not bitwise an "
+            "uninterrupted run)",
+            stacklevel=4,
+        )
 
 
 def default_losses(tree: Any) -> list[nn.Module]:
