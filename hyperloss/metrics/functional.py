@@ -225,8 +225,12 @@ def ndcg_at_k(
 
     .. math:: rel_j = \frac{t_{max} - t_j + 10^{-6}}{t_{max} + 10^{-6}}
 
-    with ``t_max`` the largest tree distance among the anchor's candidates (1 for the tree
-    nearest, about 0 for the farthest; the convention of the original research code). The gain
+    with ``t_max`` the largest tree distance among the anchor's candidates
+    (:func:`hyperloss.relevance.tree_relevance`, the one definition LambdaRank shares; the
+    constant is the original research code's). The grade falls linearly with the tree
+    distance: about ``1 - t_j / t_max``, so the tree-nearest candidate gets
+    ``(t_max - t_min + 1e-6) / (t_max + 1e-6)``, below 1 whenever ``t_min > 0``, and the
+    farthest about 0 (``1e-6 / (t_max + 1e-6)``). The gain
     is ``rel`` (``'linear'``) or ``2**rel - 1`` (``'exponential'``), the discount of rank ``r``
     (1-based) is ``1 / log2(r + 1)`` for ``r <= k`` and 0 after, and
 
