@@ -79,6 +79,9 @@ class HyperbolicEncoder(nn.Module):
         Widths of the hidden layers (empty: a linear map).
     curvature : float, default 1.0
         Used by :meth:`points`; fit must be given the same curvature.
+    dropout : float, default 0.0
+        Dropout on the hidden activations during training (a regulariser for held-out
+        nodes; fit seeds it and saves its generator state in checkpoints).
     seed : int, default 0
         Seeds the initial weights (PyTorch's default initialisation, drawn from a private
         generator so that the global RNG is left alone and the same seed gives the same
@@ -99,9 +102,15 @@ class HyperbolicEncoder(nn.Module):
         hidden: Sequence[int] = (256,),
         *,
         curvature: float = 1.0,
+        dropout: float = 0.0,
         seed: int = 0,
     ) -> None:
         super().__init__()
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(f"dropout must be a number in [0, 1), got {type(dropout).__name__}")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+        self.dropout = float(dropout)
         self.in_features = check_int(in_features, "in_features", minimum=1)
         self.dim = check_int(dim, "dim", minimum=1)
         if isinstance(hidden, int) or not all(isinstance(h, int) for h in hidden):
@@ -139,7 +148,8 @@ class HyperbolicEncoder(nn.Module):
             x = features @ self.input_weight
         x = x + self.input_bias
         for layer in self.layers:
-            x = layer(torch.tanh(x))
+            x = nn.functional.dropout(torch.tanh(x), self.dropout, self.training)
+            x = layer(x)
         return x
 
     def points(self, features: Any) -> Tensor:
