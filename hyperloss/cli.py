@@ -582,7 +582,6 @@ def _holdout_metrics(
 
 def _tfidf_baseline(features: Any, tree: Any, anchors: Any) -> dict[str, float]:
     """Mean NDCG@10 and Spearman of ranking every node by TF-IDF cosine (rows: unit norm)."""
-    import numpy as np
 
     from hyperloss.metrics import anchor_scores
 
