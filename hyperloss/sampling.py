@@ -29,6 +29,17 @@ max_positive_distance``. Negative strategies (``negatives=``):
     ``exp(-t(anchor, j) / temperature)`` (``j != anchor``), so nodes close in the tree, the
     ones that are hard to rank, are drawn more often. Small ``temperature`` = harder.
 
+Training on a subset of the nodes
+---------------------------------
+``ListSampler(tree, nodes=index)`` restricts every draw to the given nodes (for example the
+training split when some nodes are held out to test generalisation): anchors, positives,
+negatives and node blocks are all members of ``index``; the others never appear. The tree
+itself, and so every tree distance, stays the full tree's: a held-out internal node still
+separates its children from their cousins. The distributions above are the exact ones
+restricted to the subset (each count below counts members only, via a prefix sum over a
+membership mask), with one addition: a member with no other member within
+``max_positive_distance`` draws its positive uniformly among its nearest members instead.
+
 How the draws stay exact without the distance matrix
 ----------------------------------------------------
 Index order is breadth first, so ``parent`` is non-decreasing and the children of a contiguous
@@ -118,6 +129,10 @@ class ListSampler:
         descendant, as in ``tree.distances(lineal_discount=...)``; ``0 <= lineal_discount < 1``.
     seed : int, default 0
         Seeds the sampler's own :class:`torch.Generator`.
+    nodes : LongTensor (M,), optional
+        Draw only these tree indices (distinct, ``M >= 2``) as anchors, positives, negatives
+        and block nodes (see "Training on a subset of the nodes" in the module docstring).
+        Default: all nodes. Costs ``O(N)`` memory (a prefix count) and no more time per batch.
 
     Raises
     ------
@@ -152,6 +167,7 @@ class ListSampler:
         temperature: float = 1.0,
         lineal_discount: float = 0.0,
         seed: int = 0,
+        nodes: Tensor | None = None,
     ) -> None:
         _check_tree(tree)
         self.k_negatives = _check_int("k_negatives", k_negatives, minimum=1)
@@ -190,6 +206,20 @@ class ListSampler:
             class_index % 2
         ).double()
         self._class_distance[:2] = 0.0  # path length 0 is the anchor itself, not lineal
+        # The subset: sorted members (M,) and prefix[i] = number of members below index i, so
+        # the members in a contiguous index range [lo, hi) are members[prefix[lo]:prefix[hi]].
+        self._members: Tensor | None = None
+        self._prefix: Tensor | None = None
+        if nodes is not None:
+            self._members = _check_nodes(nodes, self.n_nodes)
+            mask = torch.zeros(self.n_nodes, dtype=torch.long)
+            mask[self._members] = 1
+            self._prefix = torch.cat([torch.zeros(1, dtype=torch.long), torch.cumsum(mask, 0)])
+
+    @property
+    def n_members(self) -> int:
+        """How many nodes can be drawn: ``M`` with ``nodes=``, else ``N``."""
+        return self.n_nodes if self._members is None else int(self._members.numel())
 
     @classmethod
     def from_tree(cls, tree: Tree, *, lineal_discount: float = 0.0, **kwargs: Any) -> ListSampler:
@@ -233,11 +263,16 @@ class ListSampler:
             return ListBatch(anchors, empty, empty.reshape(shape))
         anchor_depth, ancestors = self._ancestor_table(anchors)
         # Positives only need path lengths up to max_positive_distance + lineal_discount.
-        reach = None if self.negatives != "uniform" else int(self.max_positive_distance) + 1
+        # (A subset may leave an anchor without a close member: then the whole row is needed.)
+        reach = None
+        if self.negatives == "uniform" and self._members is None:
+            reach = int(self.max_positive_distance) + 1
         counts = self._class_counts(anchor_depth, ancestors, reach)
 
         positive_weight = counts * (self._class_distance <= self.max_positive_distance)
         positive_weight[:, :2] = 0  # path length 0: the anchor itself
+        if self._members is not None:
+            positive_weight = self._nearest_fallback(counts, positive_weight)
         positive_class = torch.multinomial(
             positive_weight.double(), 1, replacement=True, generator=self.generator
         )
@@ -268,24 +303,30 @@ class ListSampler:
     def sample_random(self, batch_size: int) -> ListBatch:
         """:meth:`sample` for ``batch_size`` anchors drawn uniformly with replacement."""
         batch_size = _check_int("batch_size", batch_size, minimum=1)
-        anchors = torch.randint(self.n_nodes, (batch_size,), generator=self.generator)
+        anchors = torch.randint(self.n_members, (batch_size,), generator=self.generator)
+        if self._members is not None:
+            anchors = self._members[anchors]
         return self.sample(anchors)
 
     def epoch(self, batch_size: int) -> Iterator[ListBatch]:
-        """One pass over all nodes as anchors, in a random order, ``batch_size`` at a time.
+        """One pass over all nodes (the ``nodes=`` subset) as anchors, in a random order,
+        ``batch_size`` at a time.
 
         The last batch may be smaller. The permutation (``O(N)`` memory) is drawn when
         iteration starts.
         """
         batch_size = _check_int("batch_size", batch_size, minimum=1)
-        order = torch.randperm(self.n_nodes, generator=self.generator)
-        for start in range(0, self.n_nodes, batch_size):
+        order = torch.randperm(self.n_members, generator=self.generator)
+        if self._members is not None:
+            order = self._members[order]
+        for start in range(0, order.numel(), batch_size):
             yield self.sample(order[start : start + batch_size])
 
     def nodes(self, size: int) -> Tensor:
         """A random block of distinct node indices (for the rank-order loss).
 
-        Every subset of ``min(size, N)`` nodes is equally likely. A small block of a large tree
+        Every subset of ``min(size, N)`` nodes (of ``M`` members with ``nodes=``) is equally
+        likely. A small block of a large tree
         is drawn by rejecting repeats (``O(size)``), so a step does not pay ``O(N)`` for it.
 
         Parameters
@@ -298,17 +339,23 @@ class ListSampler:
         LongTensor (min(size, N),)
             Sorted ascending (so the block keeps the tree's index order).
         """
-        size = _check_int("size", size, minimum=1)
-        size = min(size, self.n_nodes)
-        if 4 * size > self.n_nodes:
-            block = torch.randperm(self.n_nodes, generator=self.generator)[:size]
+        block = self._member_positions(_check_int("size", size, minimum=1))
+        # Members are sorted, so sorted positions give sorted node indices.
+        return block if self._members is None else self._members[block]
+
+    def _member_positions(self, size: int) -> Tensor:
+        """A uniform random subset of ``min(size, M)`` positions in ``[0, M)``, sorted."""
+        n_members = self.n_members
+        size = min(size, n_members)
+        if 4 * size > n_members:
+            block = torch.randperm(n_members, generator=self.generator)[:size]
             return torch.sort(block).values
         # The first `size` distinct values of a uniform stream are a uniform random subset.
         # With size <= N / 4, 2 * size draws hold about 1.8 * size distinct values, so a second
         # round is rare.
         draws = torch.empty(0, dtype=torch.long)
         while True:
-            more = torch.randint(self.n_nodes, (2 * size,), generator=self.generator)
+            more = torch.randint(n_members, (2 * size,), generator=self.generator)
             draws = torch.cat([draws, more])
             values, inverse = torch.unique(draws, return_inverse=True)
             if values.numel() >= size:
@@ -335,7 +382,8 @@ class ListSampler:
         return (
             f"ListSampler(n_nodes={self.n_nodes}, k_negatives={self.k_negatives}, "
             f"max_positive_distance={self.max_positive_distance:g}, "
-            f"negatives={self.negatives!r}{extra}, seed={self.seed})"
+            f"negatives={self.negatives!r}{extra}, seed={self.seed}"
+            + (")" if self._members is None else f", n_members={self.n_members})")
         )
 
     # ------------------------------------------------------ distance classes
@@ -414,7 +462,7 @@ class ListSampler:
         if reach is not None:
             last_level = min(last_level, int(anchor_depth.max()) + reach)
         depth = anchor_depth[:, None]
-        for level, column_depth, _, _, _, size in self._level_rings(
+        for level, column_depth, lo, inner_lo, inner_hi, size in self._level_rings(
             anchor_depth, ancestors, last_level
         ):
             # Path length depth + level - 2 * column; lineal below the anchor or at the
@@ -422,7 +470,7 @@ class ListSampler:
             column = column_depth[None, :]
             lineal = (column == depth) | (column == level)
             ring_class = (2 * (depth + level - 2 * column) + lineal).clamp_min(0)
-            counts.scatter_add_(1, ring_class, size)
+            counts.scatter_add_(1, ring_class, self._member_count(lo, inner_lo, inner_hi, size))
         return counts
 
     def _resolve(
@@ -457,19 +505,61 @@ class ListSampler:
             ring_lo, ring_inner_lo, ring_inner_hi, ring_size = bounds.gather(
                 2, column.expand(4, -1, -1)
             )
-            first_piece = ring_inner_lo - ring_lo
-            ring_size = torch.where(here, ring_size, 0)
-            hit = (remaining >= 0) & (remaining < ring_size)
-            found = torch.where(
-                remaining < first_piece,
-                ring_lo + remaining,
-                ring_inner_hi + (remaining - first_piece),
-            )
+            if self._members is None:
+                first_piece = ring_inner_lo - ring_lo
+                ring_size = torch.where(here, ring_size, 0)
+                hit = (remaining >= 0) & (remaining < ring_size)
+                found = torch.where(
+                    remaining < first_piece,
+                    ring_lo + remaining,
+                    ring_inner_hi + (remaining - first_piece),
+                )
+            else:
+                # The same two pieces, counting members only: the r-th member of [lo, ...)
+                # is members[prefix[lo] + r].
+                prefix = self._prefix
+                first_piece = prefix[ring_inner_lo] - prefix[ring_lo]
+                member_size = self._member_count(ring_lo, ring_inner_lo, ring_inner_hi, ring_size)
+                ring_size = torch.where(here, member_size, 0)
+                hit = (remaining >= 0) & (remaining < ring_size)
+                position = torch.where(
+                    remaining < first_piece,
+                    prefix[ring_lo] + remaining,
+                    prefix[ring_inner_hi] + (remaining - first_piece),
+                )
+                found = self._members[position.clamp(0, self._members.numel() - 1)]
             node = torch.where(hit, found, node)
             remaining = remaining - ring_size
         return node
 
     # ----------------------------------------------------------------- helpers
+    def _member_count(self, lo: Tensor, inner_lo: Tensor, inner_hi: Tensor, size: Tensor) -> Tensor:
+        """Members in the ring ``[lo, inner_lo) + [inner_hi, hi)`` (``size`` nodes); ``size``
+        itself without a subset."""
+        if self._members is None:
+            return size
+        hi = lo + size + (inner_hi - inner_lo)
+        prefix = self._prefix
+        count = (prefix[inner_lo] - prefix[lo]) + (
+            prefix[hi.clamp(0, self.n_nodes)] - prefix[inner_hi]
+        )
+        # A ring of size 0 (also the columns past the anchor, whose bounds mean nothing) has
+        # no members.
+        return torch.where(size > 0, count, 0)
+
+    def _nearest_fallback(self, counts: Tensor, positive_weight: Tensor) -> Tensor:
+        """Rows without a member within ``max_positive_distance`` weight their nearest
+        non-empty distance classes instead (members at the smallest distance, uniformly)."""
+        empty = positive_weight.sum(dim=1) == 0
+        if not bool(empty.any()):
+            return positive_weight
+        distance = self._class_distance[None, :].expand_as(counts).clone()
+        distance[counts == 0] = math.inf
+        distance[:, :2] = math.inf  # the anchor itself
+        nearest = distance.min(dim=1, keepdim=True).values
+        fallback = counts * (distance == nearest)
+        return torch.where(empty[:, None], fallback, positive_weight)
+
     def _uniform_rank(self, counts: Tensor, draw_class: Tensor) -> Tensor:
         """A uniform rank in ``[0, count)`` of each drawn class, ``(B, S)``."""
         count = counts.gather(1, draw_class)
@@ -504,8 +594,12 @@ class ListSampler:
 
     def _uniform_except_anchor(self, anchors: Tensor, shape: tuple[int, int]) -> Tensor:
         # Draw from N - 1 values and skip the anchor: exactly uniform over the other nodes.
-        draw = torch.randint(self.n_nodes - 1, shape, generator=self.generator)
-        return draw + (draw >= anchors[:, None]).long()
+        draw = torch.randint(self.n_members - 1, shape, generator=self.generator)
+        if self._members is None:
+            return draw + (draw >= anchors[:, None]).long()
+        # The same over member positions; the anchor (a member) sits at position prefix[anchor].
+        position = self._prefix[anchors][:, None]
+        return self._members[draw + (draw >= position).long()]
 
     def _check_anchors(self, anchors: Tensor) -> Tensor:
         if not isinstance(anchors, Tensor):
@@ -517,6 +611,13 @@ class ListSampler:
             )
         if anchors.numel() and (anchors.min() < 0 or anchors.max() >= self.n_nodes):
             raise ValueError(f"anchors must be tree indices in [0, {self.n_nodes})")
+        if self._prefix is not None and anchors.numel():
+            inside = self._prefix[anchors + 1] - self._prefix[anchors]
+            if not bool(inside.all()):
+                outside = anchors[inside == 0][:5].tolist()
+                raise ValueError(
+                    f"anchors must be among the sampler's nodes (nodes=); got {outside} outside"
+                )
         return anchors
 
 
@@ -530,6 +631,25 @@ def _check_tree(tree: Any) -> None:
         raise TypeError(f"tree must be a hyperloss.trees.Tree, got {type(tree).__name__}")
     if len(tree) < 2:
         raise ValueError(f"tree must have at least 2 nodes, got {len(tree)}")
+
+
+def _check_nodes(nodes: Any, n_nodes: int) -> Tensor:
+    """The subset as sorted distinct indices, or a clear error."""
+    if not isinstance(nodes, Tensor):
+        raise TypeError(f"nodes must be a LongTensor of tree indices, got {type(nodes).__name__}")
+    if nodes.dtype != torch.long or nodes.ndim != 1:
+        raise ValueError(
+            f"nodes must be a 1-D LongTensor, got dtype {nodes.dtype} and shape "
+            f"{tuple(nodes.shape)}"
+        )
+    if nodes.numel() and (nodes.min() < 0 or nodes.max() >= n_nodes):
+        raise ValueError(f"nodes must be tree indices in [0, {n_nodes})")
+    members = torch.unique(nodes)  # sorted
+    if members.numel() != nodes.numel():
+        raise ValueError("nodes must not repeat an index")
+    if members.numel() < 2:
+        raise ValueError(f"nodes must hold at least 2 indices, got {members.numel()}")
+    return members
 
 
 def _check_int(name: str, value: Any, *, minimum: int | None) -> int:

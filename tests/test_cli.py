@@ -399,3 +399,53 @@ def test_python_dash_m_internal_error(tmp_path):
     assert done.returncode == 70
     assert "Traceback" in done.stderr and "RuntimeError: boom" in done.stderr
     assert done.stderr.strip().splitlines()[-1].startswith("hyperloss: internal error")
+
+
+def test_embed_encoder_holdout_writes_holdout_json_and_prints_held_out_metrics(
+    tiny_tsv, tmp_path, capsys
+):
+    import torch
+
+    from hyperloss.encoders import holdout_split
+    from hyperloss.metrics import evaluate_anchors
+    from hyperloss.trees import Tree
+
+    out = tmp_path / "held"
+    argv = ["embed", "--tree", str(tiny_tsv), "--out", str(out), "--encoder", "text"]
+    argv += ["--holdout", "0.25", "--seed", "1", "--dim", "3", "--no-plot", *FAST]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    tree = Tree.read_tsv(tiny_tsv)
+    train, held = holdout_split(len(tree.names), 0.25, seed=1)
+    names = json.loads((out / "holdout.json").read_text())
+    assert names == [tree.names[i] for i in held.tolist()] and len(names) == 3
+    assert "root" not in names
+    embedding = Embedding.load(out)
+    assert len(embedding) == 12  # every node, the held-out ones from their titles
+    metrics = json.loads((out / "metrics.json").read_text())["holdout"]
+    expected = evaluate_anchors(embedding, tree, anchors=held)
+    assert metrics["held-out"]["ndcg@10"] == pytest.approx(expected["ndcg@10"], abs=1e-12)
+    assert metrics["held-out"]["n_nodes"] == 3 and metrics["training"]["n_nodes"] == 9
+    assert "held-out nodes" in printed and "TF-IDF" in printed
+    assert f"{metrics['held-out']['ndcg@10']:.4f}" in printed
+    assert f"{metrics['held-out']['tfidf_ndcg@10']:.4f}" in printed
+    run = json.loads((out / "run.json").read_text())
+    assert run["options"]["encoder"] == "text" and run["options"]["holdout"] == 0.25
+    assert torch.isfinite(embedding.points).all()
+
+
+@pytest.mark.parametrize(
+    ("extra", "code", "message"),
+    [
+        (["--holdout", "0.1"], 2, "--holdout needs --encoder"),
+        (["--encoder", "text", "--holdout", "1.5"], 2, "argument --holdout: must be in (0, 1)"),
+        (["--encoder", "text", "--holdout", "0"], 2, "argument --holdout: must be in (0, 1)"),
+        (["--encoder", "text", "--holdout", "0.01"], 1, "--holdout: holdout=0.01"),
+        (["--encoder", "text", "--init", "random"], 1, "--init does not apply with --encoder"),
+        (["--encoder", "bert"], 2, "argument --encoder: invalid choice: 'bert'"),
+    ],
+)
+def test_encoder_flag_errors(tiny_tsv, tmp_path, capsys, extra, code, message):
+    argv = ["embed", "--tree", str(tiny_tsv), "--out", str(tmp_path / "o"), *FAST, *extra]
+    line = one_line_error(capsys, code, main(argv))
+    assert message in line

@@ -14,6 +14,10 @@ Two public modules, re-exported here:
   nothing ``N x N`` built. :func:`monitor_metrics` is the cheap version for watching a fit
   (Spearman and NDCG@k only; seconds at a million nodes).
 
+- :mod:`hyperloss.metrics.subsets`: the per-anchor figures for *given* anchors and
+  candidates (held-out evaluation): :func:`anchor_scores`, :func:`evaluate_anchors`,
+  :func:`subset_monitor`.
+
 Private engines: ``_anchors`` (per-anchor scans: one sort per anchor row), ``_pairs``
 (streamed and sampled pair statistics), ``_sampled`` (rows and pairs computed on demand),
 ``_codes`` (tree distances as small integer codes), ``_validation`` (every input check).
@@ -37,15 +41,18 @@ from hyperloss.metrics.functional import (
     spearman,
     spearman_ceiling,
 )
+from hyperloss.metrics.subsets import anchor_scores, evaluate_anchors, subset_monitor
 
 __all__ = [
     "DEFAULT_ANCHORS",
     "DEFAULT_PAIRS",
     "EXACT_LIMIT",
     "FidelityReport",
+    "anchor_scores",
     "cophenetic_correlation",
     "distortion",
     "evaluate",
+    "evaluate_anchors",
     "mean_average_precision",
     "mean_rank",
     "monitor_metrics",
@@ -53,4 +60,5 @@ __all__ = [
     "per_anchor_spearman",
     "spearman",
     "spearman_ceiling",
+    "subset_monitor",
 ]
