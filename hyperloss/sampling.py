@@ -79,6 +79,7 @@ import torch
 from torch import Tensor
 
 from hyperloss.trees import Tree, _check_discount
+from hyperloss.validation import check_int, check_positive
 
 __all__ = ["ListBatch", "ListSampler", "NEGATIVE_STRATEGIES"]
 
@@ -170,14 +171,14 @@ class ListSampler:
         nodes: Tensor | None = None,
     ) -> None:
         _check_tree(tree)
-        self.k_negatives = _check_int("k_negatives", k_negatives, minimum=1)
-        self.max_positive_distance = _check_positive("max_positive_distance", max_positive_distance)
+        self.k_negatives = check_int(k_negatives, "k_negatives", minimum=1)
+        self.max_positive_distance = check_positive(max_positive_distance, "max_positive_distance")
         if negatives not in NEGATIVE_STRATEGIES:
             raise ValueError(f"negatives must be one of {NEGATIVE_STRATEGIES}, got {negatives!r}")
         self.negatives = negatives
-        self.temperature = _check_positive("temperature", temperature)
+        self.temperature = check_positive(temperature, "temperature")
         self.lineal_discount = _check_discount(lineal_discount)
-        self.seed = _check_int("seed", seed, minimum=None)
+        self.seed = check_int(seed, "seed", minimum=None)
         # Every node has a parent or a child, both lineal at path length 1, and nothing closer:
         # the nearest other node of every node is at 1 - lineal_discount.
         nearest = 1.0 - self.lineal_discount
@@ -302,7 +303,7 @@ class ListSampler:
 
     def sample_random(self, batch_size: int) -> ListBatch:
         """:meth:`sample` for ``batch_size`` anchors drawn uniformly with replacement."""
-        batch_size = _check_int("batch_size", batch_size, minimum=1)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
         anchors = torch.randint(self.n_members, (batch_size,), generator=self.generator)
         if self._members is not None:
             anchors = self._members[anchors]
@@ -315,7 +316,7 @@ class ListSampler:
         The last batch may be smaller. The permutation (``O(N)`` memory) is drawn when
         iteration starts.
         """
-        batch_size = _check_int("batch_size", batch_size, minimum=1)
+        batch_size = check_int(batch_size, "batch_size", minimum=1)
         order = torch.randperm(self.n_members, generator=self.generator)
         if self._members is not None:
             order = self._members[order]
@@ -339,7 +340,7 @@ class ListSampler:
         LongTensor (min(size, N),)
             Sorted ascending (so the block keeps the tree's index order).
         """
-        block = self._member_positions(_check_int("size", size, minimum=1))
+        block = self._member_positions(check_int(size, "size", minimum=1))
         # Members are sorted, so sorted positions give sorted node indices.
         return block if self._members is None else self._members[block]
 
@@ -650,19 +651,3 @@ def _check_nodes(nodes: Any, n_nodes: int) -> Tensor:
     if members.numel() < 2:
         raise ValueError(f"nodes must hold at least 2 indices, got {members.numel()}")
     return members
-
-
-def _check_int(name: str, value: Any, *, minimum: int | None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {value}")
-    return value
-
-
-def _check_positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ValueError(f"{name} must be a finite number > 0, got {value}")
-    return float(value)

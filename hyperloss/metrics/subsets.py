@@ -32,13 +32,8 @@ from hyperloss.metrics._anchors import discount_cumsum, score_rows
 from hyperloss.metrics._codes import path_length_values, tree_row_codes
 from hyperloss.metrics._common import ANCHOR_BLOCK_ELEMENTS, rows_per_block
 from hyperloss.metrics._sampled import distance_rows, pair_estimates
-from hyperloss.metrics._validation import (
-    as_numpy,
-    check_distance_fn,
-    check_int,
-    check_points,
-    check_tree,
-)
+from hyperloss.metrics._validation import as_numpy, check_points, check_tree
+from hyperloss.validation import check_callable, check_int
 
 __all__ = ["anchor_scores", "evaluate_anchors", "subset_monitor"]
 
@@ -266,7 +261,7 @@ def _points_and_distance(points: Any, tree: Any, distance_fn: Any) -> tuple[torc
         points = points.points_for(tree)
     elif distance_fn is None:
         distance_fn = LorentzDistance(1.0)
-    return check_points(points, len(tree)), check_distance_fn(distance_fn)
+    return check_points(points, len(tree)), check_callable(distance_fn, "distance_fn")
 
 
 def _index_array(index: Any, name: str, n_nodes: int) -> np.ndarray:
