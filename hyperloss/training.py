@@ -67,7 +67,12 @@ from torch import Tensor, nn
 
 from hyperloss.embedding import Embedding
 from hyperloss.geometry import LorentzDistance, expmap0, logmap0
-from hyperloss.losses import GlobalRankLoss, LambdaRankLoss, RankOrderPreservationLoss
+from hyperloss.losses import (
+    GlobalRankLoss,
+    LambdaRankLoss,
+    RankOrderListLoss,
+    RankOrderPreservationLoss,
+)
 from hyperloss.metrics import monitor_metrics
 from hyperloss.optim import TangentRiemannianAdam
 from hyperloss.sampling import NEGATIVE_STRATEGIES, ListSampler
@@ -150,8 +155,9 @@ def fit(
     dim : int, default 2
         Dimension of the hyperbolic space (points have ``dim + 1`` Lorentz coordinates).
     losses : sequence of nn.Module, optional
-        Replaces the default objective. A :class:`~hyperloss.losses.LambdaRankLoss` is applied
-        to the sampled lists; any other module is called as ``loss(embeddings, node_index,
+        Replaces the default objective. A :class:`~hyperloss.losses.LambdaRankLoss` or
+        :class:`~hyperloss.losses.RankOrderListLoss` is applied to the sampled lists; any
+        other module is called as ``loss(embeddings, node_index,
         distance_fn)`` on a block of ``block_size`` random nodes (the
         :class:`~hyperloss.losses.RankOrderPreservationLoss` signature). Weights are the
         modules' own ``weight``. Default: see Notes.
@@ -229,7 +235,7 @@ def fit(
     ============  ======  =====  =======  ==========  ==============
     construct     60      0.02   0        3           5
     Embedding     60      0.02   0        3           5
-    random        150     0.1    20       10          None
+    random        150     0.1    0        10          None
     ============  ======  =====  =======  ==========  ==============
 
     The epochs, eval_every and burn_in of the table are for trees of up to about 2,200 nodes
@@ -295,7 +301,7 @@ def fit(
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "construct": {"epochs": 60, "lr": 2e-2, "burn_in": 0, "eval_every": 3, "early_stopping": 5},
     "embedding": {"epochs": 60, "lr": 2e-2, "burn_in": 0, "eval_every": 3, "early_stopping": 5},
-    "random": {"epochs": 150, "lr": 1e-1, "burn_in": 20, "eval_every": 10, "early_stopping": None},
+    "random": {"epochs": 150, "lr": 1e-1, "burn_in": 0, "eval_every": 10, "early_stopping": None},
 }
 # The table's epochs and evaluation cadences are NAICS-sized: 17 steps per epoch at batch 128.
 # A larger tree keeps the same number of optimizer steps (at least one epoch), so a default run
@@ -524,6 +530,9 @@ def _text_digest(text: str) -> str:
 # The training run
 
 _LORENTZ_HINT = "; parametrization='tangent' is stable far from the origin"
+# Losses that score the sampled (anchor, [positive, negatives...]) lists; any other loss module
+# gets a block of random nodes.
+_LIST_LOSSES = (LambdaRankLoss, RankOrderListLoss)
 # Trees up to hyperloss.metrics.EXACT_LIMIT (4,096) nodes are monitored exactly; larger ones on
 # one fixed seeded sample of anchors (each against all nodes, for NDCG@10) and of node pairs (for
 # Spearman): about 2 s per evaluation at 1,000,000 nodes.
@@ -603,12 +612,12 @@ class _Run:
         self.best_value: float | None = None
 
     # ------------------------------------------------------------------ set-up
-    def _objective(self) -> tuple[list[Callable[..., Tensor]], list[LambdaRankLoss]]:
+    def _objective(self) -> tuple[list[Callable[..., Tensor]], list[nn.Module]]:
         losses = self.config.losses
         if losses is None:
-            losses = default_losses(self.tree)
-        block = [loss for loss in losses if not isinstance(loss, LambdaRankLoss)]
-        lists = [loss for loss in losses if isinstance(loss, LambdaRankLoss)]
+            losses = default_losses(self.tree, init=self.config.init)
+        block = [loss for loss in losses if not isinstance(loss, _LIST_LOSSES)]
+        lists = [loss for loss in losses if isinstance(loss, _LIST_LOSSES)]
         return block, lists
 
     def _initial_points(self) -> Tensor:
@@ -833,16 +842,40 @@ class _Run:
         self.best_value = state["best_value"]
 
 
-def default_losses(tree: Any) -> list[nn.Module]:
+def default_losses(tree: Any, init: str = "construct") -> list[nn.Module]:
     """The default objective of :func:`fit` for ``tree`` (see the module docstring).
+
+    Parameters
+    ----------
+    tree : hyperloss.trees.Tree
+        The tree the losses read tree distances from (on demand).
+    init : {"construct", "embedding", "random"}, default "construct"
+        The start of the run the objective is for: fine-tuning given points, or training
+        from random points.
 
     Returns
     -------
     list of nn.Module
+        Fine-tuning (``"construct"`` / ``"embedding"``):
         ``RankOrderPreservationLoss(weight=0.1)``, ``LambdaRankLoss(weight=10.0)`` and
-        ``GlobalRankLoss(weight=10.0)``, each built from ``tree`` (tree distances on demand);
-        pass a modified copy as ``fit(losses=...)``.
+        ``GlobalRankLoss(weight=10.0)``. From random points (``"random"``):
+        ``RankOrderPreservationLoss(weight=1.0)`` on node blocks and
+        ``RankOrderListLoss(weight=1.0)`` on the sampled lists, both with margin 0.1 and the
+        ``'violations'`` reduction. Each is built from ``tree``; pass a modified copy as
+        ``fit(losses=...)``.
+
+    Raises
+    ------
+    ValueError
+        If ``init`` is not one of the three.
     """
+    if init not in ("construct", "embedding", "random"):
+        raise ValueError(f"init must be 'construct', 'embedding' or 'random', got {init!r}")
+    if init == "random":
+        return [
+            RankOrderPreservationLoss(tree, weight=1.0, margin=0.1),
+            RankOrderListLoss(tree, weight=1.0, margin=0.1),
+        ]
     return [
         RankOrderPreservationLoss(tree, weight=0.1, margin=0.1),
         LambdaRankLoss(tree, weight=10.0, sigma=1.0, ndcg_k=10),
