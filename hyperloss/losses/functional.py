@@ -471,9 +471,10 @@ def rank_order_list_loss(
     Examples
     --------
     >>> import torch
-    >>> d = torch.tensor([[0.5, 2.0, 1.0]], dtype=torch.float64)  # embedding distances
+    >>> d = torch.tensor([[0.5, 1.0, 2.0]], dtype=torch.float64)  # embedding distances
     >>> t = torch.tensor([[1.0, 4.0, 2.0]], dtype=torch.float64)  # tree distances
-    >>> rank_order_list_loss(d, t, margin=0.0, reduction="sum")  # only (2.0 vs 1.0) violates
+    >>> # only the last two items are out of order: 2.0 - 1.0 (tree distance 2 vs 4)
+    >>> rank_order_list_loss(d, t, margin=0.0, reduction="sum")
     tensor(1., dtype=torch.float64)
     """
     if not isinstance(embedding_distances, Tensor):
