@@ -27,9 +27,11 @@ from hyperloss.geometry import LorentzDistance
 from hyperloss.losses import (
     GlobalRankLoss,
     LambdaRankLoss,
+    RankOrderListLoss,
     RankOrderPreservationLoss,
     global_rank_loss,
     lambda_rank_loss,
+    rank_order_list_loss,
     rank_order_preservation_loss,
 )
 from hyperloss.relevance import RELEVANCE_EPS, tree_relevance
@@ -1111,3 +1113,186 @@ def test_modules_on_a_tree_past_the_dense_limit():
 
 def pairwise_distances_of(points):
     return LorentzDistance()(points[:, None, :], points[None, :, :])
+
+
+# ----------------------------------------------------------------------------------------------
+# rank_order_list_loss / RankOrderListLoss: the rank-order hinge on per-anchor lists
+
+
+def loop_rank_order_lists(d, t, *, margin=0.1, min_distance=0.1, mask=None, reduction="violations"):
+    """The list hinge by loops over rows and pairs of list positions, from its definition."""
+    batch, length = d.shape
+    per_anchor, n_terms, n_positive = [], 0, 0
+    for a in range(batch):
+        candidates = [
+            j
+            for j in range(length)
+            if (mask is None or bool(mask[a, j])) and float(t[a, j]) >= min_distance
+        ]
+        terms = []
+        for x in range(len(candidates)):
+            for y in range(x + 1, len(candidates)):
+                j, k = candidates[x], candidates[y]
+                if float(t[a, j]) == float(t[a, k]):
+                    continue
+                if float(t[a, j]) > float(t[a, k]):
+                    j, k = k, j
+                term = torch.relu(d[a, j] - d[a, k] + margin)
+                terms.append(term)
+                n_terms += 1
+                n_positive += int(term.item() > 0)
+        per_anchor.append(torch.stack(terms).sum() if terms else d.sum() * 0.0)
+    per_anchor = torch.stack(per_anchor)
+    if reduction == "none":
+        return per_anchor
+    total = per_anchor.sum()
+    if reduction == "sum":
+        return total
+    count = n_positive if reduction == "violations" else n_terms
+    return total / max(count, 1)
+
+
+def random_hinge_lists(batch, length, seed):
+    generator = torch.Generator().manual_seed(seed)
+    d = torch.rand(batch, length, generator=generator, dtype=F64) * 3.0
+    t = torch.randint(0, 5, (batch, length), generator=generator).to(F64)  # ties and t = 0
+    return d, t
+
+
+@pytest.mark.parametrize("reduction", ["violations", "mean", "sum", "none"])
+@pytest.mark.parametrize(("margin", "min_distance"), [(0.0, 0.1), (0.3, 0.1), (0.2, 2.5)])
+def test_rank_order_lists_match_loop_reference(reduction, margin, min_distance):
+    d, t = random_hinge_lists(7, 9, seed=3)
+    mask = torch.rand(7, 9, generator=torch.Generator().manual_seed(1)) > 0.2
+    mask[5] = False  # a row without valid items: 0
+    d = torch.where(mask, d, torch.nan)  # masked entries may hold anything
+    for row_mask in (mask, None):
+        values = d if row_mask is not None else torch.nan_to_num(d, nan=1.0)
+        options = dict(margin=margin, min_distance=min_distance, mask=row_mask, reduction=reduction)
+        value, (grad,) = grads_of(lambda x, o=options: rank_order_list_loss(x, t, **o), values)
+        expected, (expected_grad,) = grads_of(
+            lambda x, o=options: loop_rank_order_lists(x, t, **o), torch.nan_to_num(values)
+        )
+        torch.testing.assert_close(value, expected, rtol=1e-12, atol=1e-12)
+        torch.testing.assert_close(torch.nan_to_num(grad), expected_grad, rtol=1e-12, atol=1e-12)
+        assert torch.isfinite(grad).all()  # the NaN at masked entries never reaches a gradient
+    assert float(loop_rank_order_lists(d.nan_to_num(), t, margin=0.3, mask=mask)) > 0
+
+
+def test_rank_order_lists_equal_the_block_loss_row_by_row():
+    # An anchor whose list is every other node of a block sees the block loss's triples: the
+    # per-anchor sums agree with rank_order_preservation_loss(reduction='none').
+    d = random_distances(8, seed=5)
+    t = random_distances(8, seed=6).round()
+    block = rank_order_preservation_loss(d, t, margin=0.2, min_distance=0.1, reduction="none")
+    others = torch.tensor([[j for j in range(8) if j != i] for i in range(8)])
+    rows = torch.arange(8)[:, None]
+    lists = rank_order_list_loss(
+        d[rows, others], t[rows, others], margin=0.2, min_distance=0.1, reduction="none"
+    )
+    torch.testing.assert_close(lists, block, rtol=1e-12, atol=1e-12)
+    assert float(block.sum()) > 0
+
+
+def test_rank_order_lists_ordered_lists_give_zero_and_gradcheck():
+    t = torch.tensor([[1.0, 2.0, 2.0, 4.0], [3.0, 1.0, 0.0, 2.0]], dtype=F64)
+    ordered = t * 1.0 + 0.0  # embedding order = tree order, gaps >= 1 > margin across levels
+    assert float(rank_order_list_loss(ordered, t, margin=0.5, reduction="sum")) == 0.0
+    d = torch.tensor([[0.7, 0.2, 1.3, 0.9], [0.1, 0.8, 0.3, 0.45]], dtype=F64, requires_grad=True)
+    assert torch.autograd.gradcheck(
+        lambda x: rank_order_list_loss(x, t, margin=0.05, reduction="mean"), (d,)
+    )
+    single = rank_order_list_loss(d.float(), t.float(), margin=0.05)
+    double = rank_order_list_loss(d, t, margin=0.05)
+    assert single.dtype == torch.float32
+    torch.testing.assert_close(single.double(), double.detach(), rtol=1e-5, atol=1e-6)
+
+
+def test_rank_order_lists_reject_bad_inputs():
+    d, t = random_hinge_lists(3, 4, seed=0)
+    with pytest.raises(ValueError, match="margin"):
+        rank_order_list_loss(d, t, margin=-0.1)
+    with pytest.raises(ValueError, match="reduction"):
+        rank_order_list_loss(d, t, reduction="max")
+    with pytest.raises(ValueError, match=r"shape \(B, L\)"):
+        rank_order_list_loss(d[0], t[0])
+    with pytest.raises(ValueError, match="tree_distances must have the shape"):
+        rank_order_list_loss(d, t[:, :2])
+    with pytest.raises(TypeError, match="floating-point"):
+        rank_order_list_loss(d.long(), t)
+    with pytest.raises(TypeError, match="embedding_distances must be a torch.Tensor"):
+        rank_order_list_loss(d.tolist(), t)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        rank_order_list_loss(torch.full_like(d, torch.nan), t)
+    with pytest.raises(ValueError, match="NaN or inf at a valid item"):
+        rank_order_list_loss(torch.full_like(d, torch.inf), t, mask=torch.ones(3, 4).bool())
+    with pytest.raises(TypeError, match="mask"):
+        rank_order_list_loss(d, t, mask=torch.ones(3, 4))
+
+
+@pytest.mark.parametrize("name", list(DISTANCES))
+def test_rank_order_list_module_matches_loop_reference(name):
+    distance_fn, kind = DISTANCES[name]
+    tree = random_tree(40, seed=2)
+    dense = tree.distances()  # the oracle's tree distances: the dense matrix, not tree.distance
+    anchors, items = random_lists_of(tree, 6, 8, seed=1)
+    mask = torch.ones(6, 8, dtype=torch.bool)
+    mask[2, 5:] = False
+    mask[4] = False
+    items[2, 6] = -1  # padding is never read
+    points = points_for(kind, len(tree), seed=1)
+    for reduction in ("violations", "mean", "sum", "none"):
+        loss_fn = RankOrderListLoss(tree, weight=0.5, margin=0.2, reduction=reduction)
+        table = RowTable(points)
+        value = loss_fn(table, anchors, items, distance_fn, mask=mask)
+        assert table.rows_served <= 6 + 6 * 8  # one read of the distinct nodes
+        value, (grad,) = grads_of(
+            lambda x, f=loss_fn: f(x, anchors, items, distance_fn, mask=mask), points
+        )
+
+        def reference(x, reduction=reduction):  # one distance_fn call per (anchor, item) pair
+            safe = torch.where(mask, items, anchors[:, None]).tolist()
+            d = torch.stack(
+                [
+                    torch.stack([distance_fn(x[a], x[i]) for i in row])
+                    for a, row in zip(anchors.tolist(), safe, strict=True)
+                ]
+            )
+            t = torch.tensor(
+                [[dense[a, i] for i in row] for a, row in zip(anchors.tolist(), safe, strict=True)]
+            )
+            loss = loop_rank_order_lists(d, t, margin=0.2, mask=mask, reduction=reduction)
+            return 0.5 * loss
+
+        expected, (expected_grad,) = grads_of(reference, points)
+        assert value.shape == ((6,) if reduction == "none" else ())
+        torch.testing.assert_close(value, expected, rtol=1e-10, atol=1e-10)
+        torch.testing.assert_close(grad, expected_grad, rtol=1e-8, atol=1e-10)
+        assert float(expected.sum()) > 0
+
+
+def test_rank_order_list_module_rejects_bad_inputs():
+    tree = random_tree(20, seed=0)
+    points = lorentz_points(len(tree), 2, seed=0)
+    anchors, items = random_lists_of(tree, 3, 4, seed=0)
+    with pytest.raises(ValueError, match="margin"):
+        RankOrderListLoss(tree, margin=-1.0)
+    with pytest.raises(ValueError, match="reduction"):
+        RankOrderListLoss(tree, reduction="max")
+    with pytest.raises(TypeError, match="RankOrderListLoss"):
+        RankOrderListLoss(tree, sigma=1.0)
+    loss_fn = RankOrderListLoss(tree)
+    with pytest.raises(ValueError, match="anchors"):
+        loss_fn(points, anchors + 100, items, LorentzDistance())
+    with pytest.raises(ValueError, match="items"):
+        loss_fn(points, anchors, items[:2], LorentzDistance())
+    with pytest.raises(ValueError, match="one row per tree node"):
+        loss_fn(points[:5], anchors, items, LorentzDistance())
+    with pytest.raises(TypeError, match="distance_fn must be callable"):
+        loss_fn(points, anchors, items, "lorentz")
+    with pytest.raises(ValueError, match="broadcast"):
+        loss_fn(points, anchors, items, lambda x, y: (x - y).norm())
+    bad = points.clone()
+    bad[anchors[0]] = torch.nan
+    with pytest.raises(ValueError, match="NaN"):
+        loss_fn(bad, anchors, items, LorentzDistance())

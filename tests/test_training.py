@@ -18,7 +18,12 @@ from hyperloss.geometry import (
     logmap0,
     lorentz_distance,
 )
-from hyperloss.losses import GlobalRankLoss, LambdaRankLoss, RankOrderPreservationLoss
+from hyperloss.losses import (
+    GlobalRankLoss,
+    LambdaRankLoss,
+    RankOrderListLoss,
+    RankOrderPreservationLoss,
+)
 from hyperloss.optim import TangentRiemannianAdam
 from hyperloss.sampling import ListSampler
 from hyperloss.training import FitState, default_losses, fit
@@ -70,6 +75,34 @@ def test_fit_from_random_points_improves_the_metrics(small_tree):
     assert report.ndcg[10] > start["ndcg@10"] + 0.35
     # The metrics fit reports agree with an independent scipy computation.
     assert embedding.metrics["spearman"] == pytest.approx(_scipy_spearman(embedding, small_tree))
+
+
+def test_fit_from_random_points_reaches_the_tie_ceiling_quickly():
+    """Issue 9: the from-scratch objective (block + list rank-order hinges) on a small tree.
+
+    balanced_tree(3, 3) has a Spearman tie ceiling of 0.974 (scipy, below). The default
+    objective from random points reaches it with NDCG@10 = 1 in 5 dimensions in a few seconds
+    (measured 0.9741 / 1.0000); the fine-tuning objective from the same start stalled at
+    Spearman 0.41 / NDCG@10 0.80.
+    """
+    tree = balanced_tree(3, 3)
+    t = tree.distances()
+    upper = torch.triu_indices(len(tree), len(tree), 1)
+    tree_pairs = t[upper[0], upper[1]]
+    # The best any embedding can do: distances in the tree's order, without ties (the order
+    # inside a tie does not change Spearman against the tied tree ranks).
+    untied = tree_pairs + 1e-6 * torch.arange(len(tree_pairs)) / len(tree_pairs)
+    ceiling = scipy.stats.spearmanr(tree_pairs, untied)[0]
+    assert ceiling == pytest.approx(0.974, abs=1e-3)
+    embedding = fit(tree, 5, init="random", progress=False)
+    report = embedding.evaluate(tree)
+    assert report.spearman >= 0.99 * ceiling
+    assert report.ndcg[10] >= 0.99
+    assert embedding.metrics["spearman"] == pytest.approx(_scipy_spearman(embedding, tree))
+    assert [type(loss) for loss in default_losses(tree, init="random")] == [
+        RankOrderPreservationLoss,
+        RankOrderListLoss,
+    ]
 
 
 def test_construct_init_keeps_ndcg_and_raises_spearman():
@@ -204,6 +237,20 @@ def test_custom_losses_and_progress_bar(small_tree, capsys):
         LambdaRankLoss,
         GlobalRankLoss,
     ]
+    assert [type(loss) for loss in default_losses(small_tree, init="embedding")] == [
+        RankOrderPreservationLoss,
+        LambdaRankLoss,
+        GlobalRankLoss,
+    ]
+    with pytest.raises(ValueError, match="init must be"):
+        default_losses(small_tree, init="auto")
+    # A RankOrderListLoss is applied to the sampled lists (a block call would fail: it takes
+    # anchors and items).
+    embedding = fit(
+        small_tree, 2, init="random", losses=[RankOrderListLoss(small_tree)], epochs=3,
+        progress=False,
+    )  # fmt: skip
+    assert torch.isfinite(embedding.points).all()
 
 
 # ------------------------------------------------------------------- far from the origin

@@ -8,6 +8,8 @@ Three losses that make embedding distances respect the order of tree distances:
   (conventionally [positive, negative_1, ..., negative_K]), weighted by the change in NDCG@k.
 * :func:`global_rank_loss`: a margin hinge over every pair of pairs of a block, with a margin
   relative to the embedding's scale (the term Spearman correlation rewards).
+* :func:`rank_order_list_loss`: the hinge of :func:`rank_order_preservation_loss` on
+  ``(B, L)`` per-anchor lists instead of a block (the local term of training from scratch).
 
 All take distances (not points), so they work with any manifold: the modules in
 :mod:`hyperloss.losses.modules` turn indices and points into these tensors.
@@ -34,7 +36,12 @@ from hyperloss.validation import (
     check_tensor,
 )
 
-__all__ = ["global_rank_loss", "lambda_rank_loss", "rank_order_preservation_loss"]
+__all__ = [
+    "global_rank_loss",
+    "lambda_rank_loss",
+    "rank_order_list_loss",
+    "rank_order_preservation_loss",
+]
 
 _RANK_ORDER_REDUCTIONS = ("violations", "mean", "sum", "none")
 _LAMBDA_RANK_REDUCTIONS = ("mean", "sum", "none")
@@ -397,6 +404,113 @@ def global_rank_loss(
     return _global_rank(embedding_distances, tree_distances, margin, relative_margin, reduction)
 
 
+def rank_order_list_loss(
+    embedding_distances: Tensor,
+    tree_distances: Tensor,
+    *,
+    margin: float = 0.1,
+    min_distance: float = 0.1,
+    mask: Tensor | None = None,
+    reduction: str = "violations",
+) -> Tensor:
+    r"""The rank-order hinge on per-anchor lists: every (anchor, closer, farther) triple of a list.
+
+    Row :math:`a` holds the distances from one anchor to its list's items (e.g. [positive,
+    negative_1, ..., negative_K]). The candidates of the row are its valid items with tree
+    distance :math:`t_{aj} \ge` ``min_distance``, and every unordered pair of candidates
+    :math:`\{j, k\}` (list positions, so a node listed twice counts twice) with
+    :math:`t_{aj} < t_{ak}` gives the term
+
+    .. math:: \ell_{ajk} = \max(0,\; d_{aj} - d_{ak} + \text{margin}),
+
+    the term of :func:`rank_order_preservation_loss`, whose anchors see the other nodes of a
+    block instead of a list. Pairs with tied tree distances give no term.
+
+    Parameters
+    ----------
+    embedding_distances : Tensor, shape (B, L)
+        Embedding distances from each anchor to its list's items, floating point; finite at
+        the valid items. Gradients flow into it.
+    tree_distances : Tensor, shape (B, L)
+        Tree distances from each anchor to the same items; finite at the valid items.
+    margin : float, default=0.1
+        Non-negative margin, in embedding-distance units.
+    min_distance : float, default=0.1
+        Candidates are the items at tree distance ``>= min_distance`` (this leaves out the
+        anchor itself, should it be listed).
+    mask : Tensor of bool, shape (B, L), optional
+        True at the valid items; the others take no part and may hold anything (even NaN).
+    reduction : {'violations', 'mean', 'sum', 'none'}, default='violations'
+        As in :func:`rank_order_preservation_loss`: ``'violations'`` divides the sum of the
+        terms by the number of positive terms (0 when none is positive), ``'mean'`` by the
+        number of terms; ``'none'`` gives the per-anchor sums, shape ``(B,)``.
+
+    Returns
+    -------
+    Tensor
+        A scalar, or shape ``(B,)`` for ``reduction='none'``.
+
+    Raises
+    ------
+    TypeError
+        If a tensor argument is not a tensor, ``embedding_distances`` is not floating point
+        or ``mask`` is not bool.
+    ValueError
+        On a wrong shape, a non-finite value at a valid item, a negative ``margin`` or an
+        unknown ``reduction``.
+
+    Notes
+    -----
+    The ``L (L - 1) / 2`` pairs of a row are formed at once, ``O(B L^2)`` time and memory (300
+    pairs per anchor for ``L = 25``). A term equal to 0 counts as not positive and gets
+    gradient 0, as ``torch.relu`` does. Why a hinge on lists: from random points, NAICS in 10
+    dimensions reaches NDCG@10 0.933 with this term alone against 0.802 with
+    :func:`lambda_rank_loss` on the same lists (30 epochs; :mod:`hyperloss.training` has the
+    table).
+
+    Examples
+    --------
+    >>> import torch
+    >>> d = torch.tensor([[0.5, 1.0, 2.0]], dtype=torch.float64)  # embedding distances
+    >>> t = torch.tensor([[1.0, 4.0, 2.0]], dtype=torch.float64)  # tree distances
+    >>> # only the last two items are out of order: 2.0 - 1.0 (tree distance 2 vs 4)
+    >>> rank_order_list_loss(d, t, margin=0.0, reduction="sum")
+    tensor(1., dtype=torch.float64)
+    """
+    if not isinstance(embedding_distances, Tensor):
+        raise TypeError(
+            f"embedding_distances must be a torch.Tensor, got {type(embedding_distances).__name__}"
+        )
+    if not isinstance(tree_distances, Tensor):
+        raise TypeError(
+            f"tree_distances must be a torch.Tensor, got {type(tree_distances).__name__}"
+        )
+    if embedding_distances.dim() != 2:
+        raise ValueError(
+            f"embedding_distances must have shape (B, L), got {tuple(embedding_distances.shape)}"
+        )
+    _check_distance_pair(embedding_distances, tree_distances)
+    margin = check_nonnegative(margin, "margin")
+    min_distance = check_real(min_distance, "min_distance")
+    if reduction not in _RANK_ORDER_REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_RANK_ORDER_REDUCTIONS}, got {reduction!r}")
+    device = embedding_distances.device
+    tree_distances = tree_distances.to(device=device, dtype=torch.float64)
+    valid = None
+    if mask is None:
+        _check_lists_finite(embedding_distances, tree_distances)
+    else:
+        check_mask(mask, tuple(embedding_distances.shape), "mask")
+        valid = mask.to(device=device)
+        if not bool((torch.isfinite(embedding_distances) | ~valid).all()):
+            raise ValueError("embedding_distances contains NaN or inf at a valid item")
+        if not bool((torch.isfinite(tree_distances) | ~valid).all()):
+            raise ValueError("tree_distances contains NaN or inf at a valid item")
+    return _rank_order_lists(
+        embedding_distances, tree_distances, margin, min_distance, valid, reduction
+    )
+
+
 # --------------------------------------------------------------------------------------------
 # helpers
 
@@ -405,6 +519,48 @@ def _check_lists_finite(embedding_distances: Tensor, tree_distances: Tensor) -> 
     """ValueError unless both (all-valid) lists are finite; one reduction per input."""
     if not (all_finite(embedding_distances) and all_finite(tree_distances)):
         raise ValueError("embedding_distances or tree_distances contains NaN or inf")
+
+
+def _rank_order_lists(
+    distances: Tensor,
+    tree_distances: Tensor,
+    margin: float,
+    min_distance: float,
+    valid: Tensor | None,
+    reduction: str,
+    scale: float = 1.0,
+) -> Tensor:
+    """:func:`rank_order_list_loss` on checked (B, L) lists, times ``scale``.
+
+    ``tree_distances`` is float64 on the device of ``distances``; ``valid`` a checked bool
+    mask or None.
+    """
+    candidate = tree_distances >= min_distance
+    if valid is not None:
+        candidate &= valid
+        # Invalid entries may hold anything: replace them before any arithmetic (their
+        # gradient is then exactly 0, not NaN).
+        distances = torch.where(valid, distances, 0.0)
+        tree_distances = torch.where(valid, tree_distances, 0.0)
+    n_items = distances.shape[1]
+    incidence_t = _pair_incidence_t(n_items, torch.float64, distances.device)
+    # For every pair i < j of a row: t_i - t_j (exact: one +1 and one -1 per column), and
+    # whether both are candidates.
+    tree_gap = torch.mm(tree_distances, incidence_t)
+    both = torch.mm(candidate.to(torch.float64), incidence_t.abs()) == 2.0
+    # +1 where i is the closer item (the term is d_i - d_j + margin), -1 where j is.
+    closer_first = torch.where(both, -torch.sign(tree_gap), 0.0).to(distances.dtype)
+    gap = torch.mm(distances, incidence_t.to(distances.dtype))
+    terms = torch.relu(closer_first * gap + margin) * closer_first.abs()
+    per_anchor = terms.sum(dim=1) * scale
+    if reduction == "none":
+        return per_anchor
+    total = per_anchor.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "violations":
+        return total / max(int((terms > 0).sum()), 1)
+    return total / max(int((closer_first != 0).sum()), 1)
 
 
 def _global_rank(

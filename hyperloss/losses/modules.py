@@ -43,6 +43,7 @@ from hyperloss.losses._validation import check_mask
 from hyperloss.losses.functional import (
     _check_lists_finite,
     _lambda_rank,
+    _rank_order_lists,
     global_rank_loss,
     rank_order_preservation_loss,
 )
@@ -58,7 +59,12 @@ from hyperloss.validation import (
     check_real,
 )
 
-__all__ = ["GlobalRankLoss", "LambdaRankLoss", "RankOrderPreservationLoss"]
+__all__ = [
+    "GlobalRankLoss",
+    "LambdaRankLoss",
+    "RankOrderListLoss",
+    "RankOrderPreservationLoss",
+]
 
 DistanceFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -368,7 +374,91 @@ class GlobalRankLoss(_TreeLoss):
         )
 
 
-class LambdaRankLoss(_TreeLoss):
+class _ListLoss(_TreeLoss):
+    """Shared by the list losses: gather the points of (anchor, items) lists, their embedding
+    and tree distances, then ``_list_objective(embedding (B, L), tree (B, L), valid)``."""
+
+    def _forward_lists(
+        self,
+        points: Any,
+        anchors: Tensor,
+        items: Tensor,
+        distance_fn: DistanceFn,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        anchor_index = check_index(anchors, "anchors", self.n_nodes, shape=(None,))
+        batch = anchor_index.shape[0]
+        if mask is not None:
+            if not isinstance(items, Tensor) or items.dim() != 2:
+                check_index(items, "items", self.n_nodes, shape=(batch, None))  # raises
+            check_mask(mask, tuple(items.shape), "mask")
+            mask = mask.cpu()
+        item_index = check_index(items, "items", self.n_nodes, shape=(batch, None), valid=mask)
+        check_callable(distance_fn, "distance_fn")
+        self._check_table(points)
+        if mask is not None:  # padding is never read: stand the anchor in for it
+            item_index = torch.where(mask, item_index, anchor_index[:, None])
+        # One read of the points: the distinct nodes of the batch.
+        needed, inverse = torch.unique(
+            torch.cat([anchor_index, item_index.reshape(-1)]), return_inverse=True
+        )
+        rows = self._rows(points, needed, "points[anchors | items]")
+        anchor_points = rows[inverse[:batch].to(rows.device)]
+        item_points = rows[inverse[batch:].to(rows.device)].view(batch, item_index.shape[1], -1)
+        return self._lists_loss(
+            anchor_points, item_points, anchor_index, item_index, distance_fn, mask
+        )
+
+    def _lists_loss(
+        self,
+        anchor_points: Tensor,
+        item_points: Tensor,
+        anchor_index: Tensor,
+        item_index: Tensor,
+        distance_fn: DistanceFn,
+        valid: Tensor | None,
+    ) -> Tensor:
+        """The loss of lists whose points and (valid, CPU) indices are known."""
+        device = anchor_points.device
+        if valid is not None and bool(valid.all()):
+            valid = None
+        if valid is None:
+            embedding_distances = _call_broadcast(
+                distance_fn, anchor_points[:, None, :], item_points
+            )
+        else:
+            valid = valid.to(device)
+            valid_pairs = valid.nonzero()
+            if valid_pairs.shape[0] == 0:  # nothing valid: 0, still attached to the graph
+                zero = (anchor_points.sum() + item_points.sum()) * 0.0
+                return (
+                    zero.expand(anchor_points.shape[0]).clone()
+                    if self.reduction == "none"
+                    else zero
+                )
+            # distance_fn sees only the valid (anchor, item) pairs, as two (M, D + 1) tensors:
+            # padding never reaches it, so it cannot produce NaN gradients.
+            pair_rows, columns = valid_pairs[:, 0], valid_pairs[:, 1]
+            pair_distances = _call_paired(
+                distance_fn, anchor_points[pair_rows], item_points[pair_rows, columns]
+            )
+            embedding_distances = pair_distances.new_zeros(valid.shape)
+            embedding_distances = embedding_distances.index_put(
+                (pair_rows, columns), pair_distances
+            )
+        tree_lists = self.tree.distance(anchor_index[:, None], item_index)
+        tree_lists = tree_lists.to(device=device, dtype=torch.float64)
+        if valid is None:
+            _check_lists_finite(embedding_distances, tree_lists)
+        return self._list_objective(embedding_distances, tree_lists, valid)
+
+    def _list_objective(
+        self, embedding_distances: Tensor, tree_lists: Tensor, valid: Tensor | None
+    ) -> Tensor:
+        raise NotImplementedError
+
+
+class LambdaRankLoss(_ListLoss):
     r"""LambdaRank on per-anchor lists of items (e.g. [positive, negatives...]), for NDCG@k.
 
     The relevance of item :math:`j` for anchor :math:`a` is, by default, the graded relevance
@@ -477,37 +567,6 @@ class LambdaRankLoss(_TreeLoss):
             return self._forward_named(*args, **kwargs)
         return self._forward_lists(*args, **kwargs)
 
-    def _forward_lists(
-        self,
-        points: Any,
-        anchors: Tensor,
-        items: Tensor,
-        distance_fn: DistanceFn,
-        mask: Tensor | None = None,
-    ) -> Tensor:
-        anchor_index = check_index(anchors, "anchors", self.n_nodes, shape=(None,))
-        batch = anchor_index.shape[0]
-        if mask is not None:
-            if not isinstance(items, Tensor) or items.dim() != 2:
-                check_index(items, "items", self.n_nodes, shape=(batch, None))  # raises
-            check_mask(mask, tuple(items.shape), "mask")
-            mask = mask.cpu()
-        item_index = check_index(items, "items", self.n_nodes, shape=(batch, None), valid=mask)
-        check_callable(distance_fn, "distance_fn")
-        self._check_table(points)
-        if mask is not None:  # padding is never read: stand the anchor in for it
-            item_index = torch.where(mask, item_index, anchor_index[:, None])
-        # One read of the points: the distinct nodes of the batch.
-        needed, inverse = torch.unique(
-            torch.cat([anchor_index, item_index.reshape(-1)]), return_inverse=True
-        )
-        rows = self._rows(points, needed, "points[anchors | items]")
-        anchor_points = rows[inverse[:batch].to(rows.device)]
-        item_points = rows[inverse[batch:].to(rows.device)].view(batch, item_index.shape[1], -1)
-        return self._lists_loss(
-            anchor_points, item_points, anchor_index, item_index, distance_fn, mask
-        )
-
     def _forward_named(
         self,
         anchor_emb: Tensor,
@@ -588,47 +647,9 @@ class LambdaRankLoss(_TreeLoss):
             names.extend(row)
         return self.tree.indices(names).view(batch_size, k_negatives)
 
-    def _lists_loss(
-        self,
-        anchor_points: Tensor,
-        item_points: Tensor,
-        anchor_index: Tensor,
-        item_index: Tensor,
-        distance_fn: DistanceFn,
-        valid: Tensor | None,
+    def _list_objective(
+        self, embedding_distances: Tensor, tree_lists: Tensor, valid: Tensor | None
     ) -> Tensor:
-        """The loss of lists whose points and (valid, CPU) indices are known."""
-        device = anchor_points.device
-        if valid is not None and bool(valid.all()):
-            valid = None
-        if valid is None:
-            embedding_distances = _call_broadcast(
-                distance_fn, anchor_points[:, None, :], item_points
-            )
-        else:
-            valid = valid.to(device)
-            valid_pairs = valid.nonzero()
-            if valid_pairs.shape[0] == 0:  # nothing valid: 0, still attached to the graph
-                zero = (anchor_points.sum() + item_points.sum()) * 0.0
-                return (
-                    zero.expand(anchor_points.shape[0]).clone()
-                    if self.reduction == "none"
-                    else zero
-                )
-            # distance_fn sees only the valid (anchor, item) pairs, as two (M, D + 1) tensors:
-            # padding never reaches it, so it cannot produce NaN gradients.
-            pair_rows, columns = valid_pairs[:, 0], valid_pairs[:, 1]
-            pair_distances = _call_paired(
-                distance_fn, anchor_points[pair_rows], item_points[pair_rows, columns]
-            )
-            embedding_distances = pair_distances.new_zeros(valid.shape)
-            embedding_distances = embedding_distances.index_put(
-                (pair_rows, columns), pair_distances
-            )
-        tree_lists = self.tree.distance(anchor_index[:, None], item_index)
-        tree_lists = tree_lists.to(device=device, dtype=torch.float64)
-        if valid is None:
-            _check_lists_finite(embedding_distances, tree_lists)
         return _lambda_rank(
             embedding_distances,
             tree_lists,
@@ -647,8 +668,122 @@ class LambdaRankLoss(_TreeLoss):
         )
 
 
+class RankOrderListLoss(_ListLoss):
+    r"""The rank-order hinge on per-anchor lists (e.g. [positive, negatives...]).
+
+    :class:`RankOrderPreservationLoss` compares the distances from an anchor to the other
+    nodes of a random block, which rarely holds the anchor's tree neighbours; this compares
+    them within the anchor's sampled list, whose tree-weighted negatives are mostly close
+    nodes: the local order that NDCG@k measures. Every pair of list items :math:`j, k` with
+    tree distances :math:`t_{aj} < t_{ak}` (both ``>= min_distance``) gives the term
+    :math:`\max(0, d_{aj} - d_{ak} + \text{margin})`
+    (:func:`~hyperloss.losses.functional.rank_order_list_loss`). The result is ``weight``
+    times the reduced loss. With the block form it is the default objective of
+    :func:`hyperloss.fit` from random points (the evidence is in :mod:`hyperloss.training`).
+
+    Parameters
+    ----------
+    tree : Tree
+        The tree (any tree-distance source, see :mod:`hyperloss.losses.sources`), or a dense
+        ``(N, N)`` matrix and a name map.
+    weight : float, default=1.0
+        Non-negative factor applied to the reduced loss.
+    margin : float, default=0.1
+        Non-negative hinge margin, in embedding-distance units.
+    min_distance : float, default=0.1
+        Candidates are the list items at tree distance ``>= min_distance``.
+    reduction : {'violations', 'mean', 'sum', 'none'}, default='violations'
+        As in :class:`RankOrderPreservationLoss`; ``'none'``: per anchor, shape ``(B,)``.
+
+    Shape
+    -----
+    ``forward(points, anchors, items, distance_fn, mask=None)`` as
+    :class:`LambdaRankLoss`: points ``(N, D + 1)`` indexed by tree index (or a lazy row
+    table), anchors LongTensor ``(B,)``, items LongTensor ``(B, L)``, mask optional bool
+    ``(B, L)`` (False entries of ``items`` are not read); output scalar, or ``(B,)`` for
+    ``reduction='none'``.
+
+    Raises
+    ------
+    TypeError, ValueError
+        Bad options, index tensors (dtype, shape, range), points (shape, dtype, NaN or inf) or
+        a ``distance_fn`` that does not follow the broadcasting contract.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from hyperloss.geometry import LorentzDistance, expmap0
+    >>> from hyperloss.trees import Tree
+    >>> tree = Tree.from_parents({"a": "root", "b": "root", "a1": "a", "a2": "a", "b1": "b"})
+    >>> points = expmap0(torch.randn(len(tree), 2, dtype=torch.float64))
+    >>> anchors = tree.indices(["a1", "b1"])
+    >>> items = torch.stack([tree.indices(["a2", "a", "b1"]), tree.indices(["b", "a", "a1"])])
+    >>> loss = RankOrderListLoss(tree)(points, anchors, items, LorentzDistance())
+    >>> bool(loss >= 0)
+    True
+    """
+
+    def __init__(self, tree: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(tree, args, kwargs, self._configure)
+
+    def _configure(
+        self,
+        weight: float = 1.0,
+        margin: float = 0.1,
+        min_distance: float = 0.1,
+        reduction: str = "violations",
+    ) -> None:
+        self.weight = check_nonnegative(weight, "weight")
+        self.margin = check_nonnegative(margin, "margin")
+        self.min_distance = check_real(min_distance, "min_distance")
+        reductions = ("violations", "mean", "sum", "none")
+        if reduction not in reductions:
+            raise ValueError(f"reduction must be one of {reductions}, got {reduction!r}")
+        self.reduction = reduction
+
+    def forward(
+        self,
+        points: Any,
+        anchors: Tensor,
+        items: Tensor,
+        distance_fn: DistanceFn,
+        mask: Tensor | None = None,
+    ) -> Tensor:
+        """``weight`` times the loss of the lists (see the class docstring)."""
+        return self._forward_lists(points, anchors, items, distance_fn, mask)
+
+    def _list_objective(
+        self, embedding_distances: Tensor, tree_lists: Tensor, valid: Tensor | None
+    ) -> Tensor:
+        if valid is not None:
+            _check_valid_finite(embedding_distances, tree_lists, valid)
+        return _rank_order_lists(
+            embedding_distances,
+            tree_lists,
+            self.margin,
+            self.min_distance,
+            valid,
+            self.reduction,
+            self.weight,
+        )
+
+    def extra_repr(self) -> str:
+        return (
+            f"n_nodes={self.n_nodes}, weight={self.weight}, margin={self.margin}, "
+            f"min_distance={self.min_distance}, reduction={self.reduction!r}"
+        )
+
+
 # --------------------------------------------------------------------------------------------
 # helpers
+
+
+def _check_valid_finite(embedding_distances: Tensor, tree_lists: Tensor, valid: Tensor) -> None:
+    """ValueError unless the lists are finite at their valid items (the masked path)."""
+    if not bool((torch.isfinite(embedding_distances) | ~valid).all()):
+        raise ValueError("embedding_distances contains NaN or inf at a valid item")
+    if not bool((torch.isfinite(tree_lists) | ~valid).all()):
+        raise ValueError("tree_distances contains NaN or inf at a valid item")
 
 
 def _pairwise(distance_fn: DistanceFn, points: Tensor, chunk_size: int | None) -> Tensor:
