@@ -23,10 +23,12 @@ from hyperloss.geometry import (
 from hyperloss.losses import (
     GlobalRankLoss,
     LambdaRankLoss,
+    RankOrderListLoss,
     RankOrderPreservationLoss,
     TreeDistanceMatrix,
     global_rank_loss,
     lambda_rank_loss,
+    rank_order_list_loss,
     rank_order_preservation_loss,
 )
 from hyperloss.metrics import (
@@ -55,6 +57,7 @@ __all__ = [
     "GlobalRankLoss",
     "LambdaRankLoss",
     "LorentzDistance",
+    "RankOrderListLoss",
     "RankOrderPreservationLoss",
     "TangentRiemannianAdam",
     "Tree",
@@ -84,6 +87,7 @@ __all__ = [
     "per_anchor_spearman",
     "poincare_to_lorentz",
     "random_tree",
+    "rank_order_list_loss",
     "rank_order_preservation_loss",
     "spearman",
     "spearman_ceiling",
