@@ -20,6 +20,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -264,20 +265,7 @@ def lambda_rank_loss(
     C. J. C. Burges, "From RankNet to LambdaRank to LambdaMART: An Overview", Microsoft
     Research Technical Report MSR-TR-2010-82, 2010.
     """
-    if not isinstance(embedding_distances, Tensor):
-        raise TypeError(
-            f"embedding_distances must be a torch.Tensor, got {type(embedding_distances).__name__}"
-        )
-    if not isinstance(tree_distances, Tensor):
-        raise TypeError(
-            f"tree_distances must be a torch.Tensor, got {type(tree_distances).__name__}"
-        )
-    if embedding_distances.dim() != 2:
-        raise ValueError(
-            "embedding_distances must have shape (B, 1 + K), got "
-            f"{tuple(embedding_distances.shape)}"
-        )
-    _check_distance_pair(embedding_distances, tree_distances)
+    _check_list_pair(embedding_distances, tree_distances, "(B, 1 + K)")
     sigma = check_positive(sigma, "sigma")
     ndcg_k = check_int(ndcg_k, "ndcg_k", minimum=1)
     if reduction not in _LAMBDA_RANK_REDUCTIONS:
@@ -477,19 +465,7 @@ def rank_order_list_loss(
     >>> rank_order_list_loss(d, t, margin=0.0, reduction="sum")
     tensor(1., dtype=torch.float64)
     """
-    if not isinstance(embedding_distances, Tensor):
-        raise TypeError(
-            f"embedding_distances must be a torch.Tensor, got {type(embedding_distances).__name__}"
-        )
-    if not isinstance(tree_distances, Tensor):
-        raise TypeError(
-            f"tree_distances must be a torch.Tensor, got {type(tree_distances).__name__}"
-        )
-    if embedding_distances.dim() != 2:
-        raise ValueError(
-            f"embedding_distances must have shape (B, L), got {tuple(embedding_distances.shape)}"
-        )
-    _check_distance_pair(embedding_distances, tree_distances)
+    _check_list_pair(embedding_distances, tree_distances, "(B, L)")
     margin = check_nonnegative(margin, "margin")
     min_distance = check_real(min_distance, "min_distance")
     if reduction not in _RANK_ORDER_REDUCTIONS:
@@ -513,6 +489,18 @@ def rank_order_list_loss(
 
 # --------------------------------------------------------------------------------------------
 # helpers
+
+
+def _check_list_pair(embedding_distances: Any, tree_distances: Any, shape: str) -> None:
+    """Both list tensors are tensors, the embedding distances ``(B, L)``, shapes and dtypes
+    matching (the checks the two list losses share)."""
+    check_tensor(embedding_distances, "embedding_distances")
+    check_tensor(tree_distances, "tree_distances")
+    if embedding_distances.dim() != 2:
+        raise ValueError(
+            f"embedding_distances must have shape {shape}, got {tuple(embedding_distances.shape)}"
+        )
+    _check_distance_pair(embedding_distances, tree_distances)
 
 
 def _check_lists_finite(embedding_distances: Tensor, tree_distances: Tensor) -> None:
