@@ -376,3 +376,24 @@ def test_bad_trees_and_init_embeddings(tmp_path, small_tree):
     with pytest.raises(ValueError, match="init: tree names"):
         fit(other_tree, 3, init=start)
     assert math.isfinite(float(start.points.sum()))
+
+
+def test_steps_run_single_threaded_and_the_setting_is_restored(small_tree, monkeypatch):
+    import hyperloss.training as training
+
+    seen = []
+    original = training._Run._train_epoch
+
+    def spy(run):
+        seen.append(torch.get_num_threads())
+        return original(run)
+
+    monkeypatch.setattr(training._Run, "_train_epoch", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        fit(small_tree, 2, epochs=2, progress=False)
+        assert seen == [1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
