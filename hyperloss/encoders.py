@@ -5,10 +5,24 @@ and cannot place a node it has never seen. An *encoder* is any ``torch.nn.Module
 a node's features to a point, so it can embed new nodes from their features alone. Pass one
 to :func:`~hyperloss.training.fit`::
 
-    features = text_features(titles, fit_on=train_index)      # (N, F) scipy CSR, TF-IDF
-    encoder = HyperbolicEncoder(features.shape[1], dim=10)
-    embedding = fit(tree, 10, encoder=encoder, features=features, train_nodes=train_index)
-    new_points = encoder.points(features_of_new_nodes)        # (M, 11) Lorentz points
+    text = text_features(titles, fit_on=train_index)        # (N, F) scipy CSR, TF-IDF
+    votes = neighbour_features(text, train_index)            # (N, M): similar training titles
+    encoder = HyperbolicEncoder(votes.shape[1], dim=10, hidden=())
+    embedding = fit(tree, 10, encoder=encoder, features=votes, train_nodes=train_index)
+    new_votes = neighbour_features(new_text, text[train_index])   # votes of unseen titles
+    new_points = encoder.points(new_votes)                       # (K, 11) Lorentz points
+
+Two ways to read text, measured on NAICS with 10% of the codes held out (the evidence table
+in :mod:`hyperloss.training`, ``benchmarks/ablation.py``):
+
+- *neighbour votes* (recommended): :func:`neighbour_features` turns each title into a soft
+  vote for its most similar training titles, and a linear encoder learns one tangent vector
+  per training node; a node, seen or not, lands at the vote-weighted mean of its neighbours'
+  vectors. Training nodes are placed almost as freely as free points, and a held-out code
+  lands among the codes whose titles it shares words with.
+- *an MLP on the TF-IDF vectors* (``HyperbolicEncoder(F, dim)``): smooth in the n-grams, but
+  it fits the training codes less well and a held-out title with unfamiliar words drifts
+  toward the other uncertain ones.
 
 The contract
 ------------
@@ -23,13 +37,15 @@ output read as Euclidean points gives the Euclidean ablation of ``benchmarks/abl
 
 What fit does with an encoder
 -----------------------------
-The losses, the sampler and the schedule are the free embedding's. The losses index points by
-tree index (``points[anchors]``, ...); with an encoder that table is :class:`_EncoderRows`:
-``table[index] = expmap0(encoder(features[index]))``, evaluated for the distinct indices of a
-step only (``O(batch)`` per step, whatever N). The encoder's parameters are Euclidean and go
-to ``torch.optim.Adam``; free points keep :class:`~hyperloss.optim.TangentRiemannianAdam`.
-``init`` does not apply (the start is the encoder's initial output). The module is trained in
-place and left in ``eval()`` mode holding the returned (best) state.
+The losses, the sampler and the schedule are the free embedding's; the defaults are those of
+a start from random points (the encoder's initial output is one), with Adam's step 0.1. The
+losses index points by tree index (``points[anchors]``, ...); with an encoder that table is
+:class:`_EncoderRows`: ``table[index] = expmap0(encoder(features[index]))``, evaluated for the
+distinct indices of a step only (``O(batch)`` per step, whatever N). The encoder's parameters
+are Euclidean and go to ``torch.optim.Adam``; free points keep
+:class:`~hyperloss.optim.TangentRiemannianAdam`. ``init`` does not apply (the start is the
+encoder's initial output). The module is trained in place and left in ``eval()`` mode holding
+the returned (best) state.
 
 Held-out nodes: ``fit(..., train_nodes=index)`` draws anchors, positives, negatives and node
 blocks from ``index`` only (:class:`hyperloss.sampling.ListSampler` with ``nodes=``) and
@@ -54,12 +70,14 @@ import torch
 from torch import Tensor, nn
 
 from hyperloss.geometry import expmap0
-from hyperloss.validation import check_curvature, check_int
+from hyperloss.validation import check_curvature, check_int, check_positive
 
-__all__ = ["HyperbolicEncoder", "TextFeatures", "text_features"]
+__all__ = ["HyperbolicEncoder", "TextFeatures", "neighbour_features", "text_features"]
 
 # Rows per block when all N points are computed (evaluation): bounded memory on huge trees.
 _POINT_CHUNK = 4096
+# Similarity entries per block in neighbour_features (rows x references): 32 MiB of float64.
+_SIMILARITY_BLOCK = 2**22
 
 
 class HyperbolicEncoder(nn.Module):
@@ -279,6 +297,109 @@ def text_features(texts: Sequence[str], *, fit_on: Any = None, **options: Any) -
     return TextFeatures(**options).fit(fitted_on).transform(texts)
 
 
+def neighbour_features(
+    features: Any, reference: Any = None, *, k: int = 10, temperature: float = 0.1
+) -> Any:
+    r"""Each row as a soft vote for its ``k`` most similar reference rows.
+
+    Row ``i`` of the result has one non-zero per neighbour: the ``k`` reference rows ``j``
+    with the largest cosine similarity :math:`s_{ij} > 0` to row ``i``, weighted
+
+    .. math:: w_{ij} = \frac{\exp(s_{ij} / T)}{\sum_{j' \in \mathrm{top}_k(i)}
+              \exp(s_{ij'} / T)},
+
+    so a row sums to 1 (or is empty when no reference row shares a feature with it: such a row
+    says nothing about where the node belongs). A linear encoder on these features
+    (``HyperbolicEncoder(len(reference), dim, hidden=())``) learns one tangent vector per
+    reference node, and places any node, seen or not, at the weighted mean of its neighbours'
+    vectors: for NAICS titles held out from training this generalises much better than an MLP
+    on the TF-IDF vectors themselves (evidence in :mod:`hyperloss.training`). A reference row
+    is its own nearest neighbour (similarity 1), so a training node's point is mostly its own
+    vector.
+
+    Parameters
+    ----------
+    features : Tensor, ndarray or scipy.sparse matrix, shape (N, F)
+        E.g. :func:`text_features`. Rows are compared by cosine similarity (each is scaled to
+        unit L2 norm first; an all-zero row has similarity 0 to everything).
+    reference : LongTensor or int array (M,), or a matrix (M, F), optional
+        The rows to vote for: indices of rows of ``features`` (the training nodes when some
+        are held out, so that a held-out node is placed from training nodes only), or the
+        reference rows themselves (a float tensor, ndarray or scipy.sparse matrix with the
+        columns of ``features``: votes of new rows for the rows an encoder was trained on).
+        Default: all ``N`` rows.
+    k : int, default 10
+        Neighbours per row (at most ``M``). Ties at the ``k``-th place are broken
+        deterministically but arbitrarily.
+    temperature : float, default 0.1
+        ``T`` above: lower concentrates the weight on the nearest neighbour.
+
+    Returns
+    -------
+    scipy.sparse.csr_matrix, shape (N, M), float64
+        Column ``j`` stands for reference row ``j`` (row ``reference[j]`` of ``features``).
+
+    Notes
+    -----
+    Cost: every row is compared with every reference row, ``O(N * M)`` similarities, computed
+    in blocks of rows so that memory stays ``O(block * M)`` (a few tens of MiB); the result has
+    at most ``N * k`` non-zeros. NAICS (2,126 x 1,914): 0.3 s.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    >>> w = neighbour_features(x, [0, 2], k=2)
+    >>> w.shape, np.round(w.toarray(), 3).tolist()
+    ((3, 2), [[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])
+    """
+    import scipy.sparse as sp
+
+    matrix = _unit_rows(features, "features")
+    n_rows = matrix.shape[0]
+    if _is_reference_matrix(reference):
+        keys = _unit_rows(reference, "reference")
+        if keys.shape[1] != matrix.shape[1]:
+            raise ValueError(
+                f"reference rows must have the {matrix.shape[1]} columns of features, got "
+                f"{keys.shape[1]}"
+            )
+        if keys.shape[0] == 0:
+            raise ValueError("reference must hold at least one row")
+    else:
+        index = np.arange(n_rows) if reference is None else _check_reference(reference, n_rows)
+        keys = matrix[index]
+    k = check_int(k, "k", minimum=1)
+    temperature = check_positive(temperature, "temperature")
+    keys_t = keys.T.tocsc() if sp.issparse(keys) else keys.T
+    n_keys = keys.shape[0]
+    k = min(k, n_keys)
+    block = max(1, _SIMILARITY_BLOCK // n_keys)
+    columns, weights, counts = [], [], []
+    for start in range(0, n_rows, block):
+        similarity = matrix[start : start + block] @ keys_t
+        similarity = similarity.toarray() if sp.issparse(similarity) else np.asarray(similarity)
+        top = np.argpartition(-similarity, k - 1, axis=1)[:, :k]
+        top_similarity = np.take_along_axis(similarity, top, axis=1)
+        # Nearest first, then by reference position: the same order whatever argpartition did.
+        order = np.lexsort((top, -top_similarity), axis=1)
+        top = np.take_along_axis(top, order, axis=1)
+        top_similarity = np.take_along_axis(top_similarity, order, axis=1)
+        keep = top_similarity > 0
+        # Softmax over the kept neighbours, shifted by the row maximum (the first) for range.
+        scaled = np.where(keep, (top_similarity - top_similarity[:, :1]) / temperature, -np.inf)
+        exponent = np.exp(scaled)
+        total = exponent.sum(axis=1, keepdims=True)
+        row_weights = np.divide(exponent, total, out=np.zeros_like(exponent), where=total > 0)
+        columns.append(top[keep])
+        weights.append(row_weights[keep])
+        counts.append(keep.sum(axis=1))
+    indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))])
+    return sp.csr_matrix(
+        (np.concatenate(weights), np.concatenate(columns), indptr), shape=(n_rows, n_keys)
+    )
+
+
 # ------------------------------------------------------------------------------ fit's helpers
 class _FeatureRows:
     """Row access to dense or scipy.sparse features: ``take(index)`` gives a float64 tensor
@@ -485,6 +606,49 @@ def holdout_split(n_nodes: int, fraction: float, *, seed: int = 0) -> tuple[Tens
     mask = torch.ones(n_nodes, dtype=torch.bool)
     mask[held] = False
     return torch.nonzero(mask).flatten(), held
+
+
+def _unit_rows(features: Any, name: str) -> Any:
+    """Checked features as a float64 scipy CSR matrix or ndarray, rows scaled to unit norm."""
+    from sklearn.preprocessing import normalize
+
+    rows = _FeatureRows(features, name)
+    return normalize(rows.matrix if rows.sparse else rows.tensor.numpy(), norm="l2")
+
+
+def _is_reference_matrix(reference: Any) -> bool:
+    """A matrix of reference rows (2-D floats or scipy.sparse), not indices."""
+    if _is_scipy_sparse(reference):
+        return True
+    if isinstance(reference, (Tensor, np.ndarray)):
+        floating = (
+            reference.dtype.is_floating_point
+            if isinstance(reference, Tensor)
+            else reference.dtype.kind == "f"
+        )
+        return floating and reference.ndim == 2
+    return False
+
+
+def _check_reference(reference: Any, n_rows: int) -> np.ndarray:
+    """``reference`` as a non-empty int64 array of distinct row indices in ``[0, n_rows)``."""
+    if isinstance(reference, Tensor):
+        if reference.dtype.is_floating_point or reference.dtype == torch.bool:
+            raise TypeError(f"reference must hold integer row indices, got dtype {reference.dtype}")
+        reference = reference.detach().cpu().numpy()
+    index = np.asarray(reference)
+    if index.size == 0:
+        raise ValueError("reference must hold at least one row index")
+    if index.dtype.kind not in "iu":
+        raise TypeError(f"reference must hold integer row indices, got dtype {index.dtype}")
+    index = index.astype(np.int64).reshape(-1) if index.ndim <= 1 else None
+    if index is None:
+        raise ValueError("reference must be 1-D (M,)")
+    if index.min() < 0 or index.max() >= n_rows:
+        raise ValueError(f"reference must be row indices in [0, {n_rows})")
+    if np.unique(index).size != index.size:
+        raise ValueError("reference must not repeat a row index")
+    return index
 
 
 def _is_scipy_sparse(value: Any) -> bool:

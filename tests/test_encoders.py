@@ -10,6 +10,7 @@ import scipy.sparse as sp
 import torch
 from scipy.stats import spearmanr
 from sklearn.metrics import ndcg_score
+from sklearn.metrics.pairwise import cosine_similarity
 
 from hyperloss.datasets import balanced_tree, random_tree
 from hyperloss.encoders import (
@@ -18,6 +19,7 @@ from hyperloss.encoders import (
     _EncoderRows,
     _FeatureRows,
     holdout_split,
+    neighbour_features,
     text_features,
 )
 from hyperloss.geometry import LorentzDistance, expmap0, pairwise_distances
@@ -208,6 +210,105 @@ def test_text_features_fit_on_the_training_texts_only():
     similarity = (full.transform(titles) @ full.transform(titles).T).toarray()
     assert similarity[0, 1] > similarity[0, 2]  # "Farming" shared
     assert full.n_features == full.transform(titles).shape[1]
+
+
+def _neighbour_reference(features, reference, k, temperature):
+    """The definition, row by row: cosine similarity (scikit-learn), the k most similar
+    reference rows with similarity > 0 (nearest first, then lower reference position), a
+    softmax of similarity / temperature over them."""
+    similarity = cosine_similarity(features, features[reference])
+    out = np.zeros((features.shape[0], len(reference)))
+    for i in range(features.shape[0]):
+        order = sorted(range(len(reference)), key=lambda j: (-similarity[i, j], j))
+        chosen = [j for j in order[:k] if similarity[i, j] > 0]
+        if chosen:
+            logits = np.array([similarity[i, j] for j in chosen]) / temperature
+            weights = np.exp(logits - logits.max())
+            out[i, chosen] = weights / weights.sum()
+    return out
+
+
+@pytest.mark.parametrize(("k", "temperature"), [(1, 0.1), (3, 0.1), (5, 0.05), (50, 1.0)])
+def test_neighbour_features_match_the_definition(k, temperature):
+    generator = np.random.default_rng(0)
+    dense = generator.normal(size=(25, 6))
+    dense[4] = 0.0  # no similarity to anything: an empty row
+    reference = np.array([0, 3, 5, 7, 8, 11, 12, 20, 21, 24])
+    result = neighbour_features(dense, reference, k=k, temperature=temperature)
+    expected = _neighbour_reference(dense, reference, k, temperature)
+    assert sp.issparse(result) and result.shape == (25, 10)
+    assert np.allclose(result.toarray(), expected, atol=1e-12)
+    sums = np.asarray(result.sum(axis=1)).ravel()
+    assert sums[4] == 0.0 and np.allclose(np.delete(sums, 4), 1.0)
+    assert result.getnnz(axis=1).max() <= min(k, 10)
+    # Tensor and scipy.sparse input give the same rows.
+    from_tensor = neighbour_features(
+        torch.from_numpy(dense), torch.from_numpy(reference), k=k, temperature=temperature
+    )
+    from_sparse = neighbour_features(sp.csr_matrix(dense), reference, k=k, temperature=temperature)
+    assert np.allclose(from_tensor.toarray(), expected, atol=1e-12)
+    assert np.allclose(from_sparse.toarray(), expected, atol=1e-12)
+
+
+def test_neighbour_features_of_titles_vote_for_training_titles_only():
+    titles = [
+        "Soybean Farming",
+        "Wheat Farming",
+        "Commercial Banking",
+        "Savings Banking",
+        "Corn Farming",
+        "Credit Unions",
+    ]
+    text = text_features(titles, fit_on=[0, 1, 2, 3])
+    votes = neighbour_features(text, [0, 1, 2, 3], k=2).toarray()
+    expected = _neighbour_reference(text.toarray(), [0, 1, 2, 3], 2, 0.1)
+    assert np.allclose(votes, expected, atol=1e-12)
+    # A reference row votes mostly for itself; "Corn Farming" for the farming titles.
+    assert np.argmax(votes[:4], axis=1).tolist() == [0, 1, 2, 3]
+    assert votes[4, 0] + votes[4, 1] == pytest.approx(1.0)
+    # A row's votes depend on itself and the reference rows only.
+    changed = text.tolil()
+    changed[5] = text[3]
+    changed = changed.tocsr()
+    again = neighbour_features(changed, [0, 1, 2, 3], k=2).toarray()
+    assert np.allclose(again[:5], votes[:5], atol=1e-15)
+    # Reference rows given as a matrix: the votes of new rows for them.
+    from_rows = neighbour_features(text[4:], text[:4], k=2).toarray()
+    assert np.allclose(from_rows, votes[4:], atol=1e-12)
+    dense_rows = neighbour_features(torch.from_numpy(text[4:].toarray()), text[:4].toarray(), k=2)
+    assert np.allclose(dense_rows.toarray(), votes[4:], atol=1e-12)
+    with pytest.raises(ValueError, match="columns of features"):
+        neighbour_features(text, text[:2, :5])
+    # Default reference: all rows (each its own nearest).
+    assert np.argmax(neighbour_features(text, k=2).toarray(), axis=1).tolist() == list(range(6))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"reference": [0, 9]}, ValueError, r"reference must be row indices in \[0, 5\)"),
+        ({"reference": [1, 1]}, ValueError, "must not repeat"),
+        ({"reference": []}, ValueError, "at least one"),
+        ({"reference": [[0, 1]]}, ValueError, "1-D"),
+        ({"reference": [0.0, 1.0]}, TypeError, "integer row indices"),
+        ({"reference": torch.tensor([True, False])}, TypeError, "integer row indices"),
+        ({"k": 0}, ValueError, "k must be >= 1"),
+        ({"k": 2.0}, TypeError, "k must be an int"),
+        ({"temperature": 0.0}, ValueError, "temperature must be > 0"),
+        ({"temperature": float("nan")}, ValueError, "temperature must be finite"),
+    ],
+)
+def test_neighbour_features_errors(kwargs, error, message):
+    features = np.eye(5)
+    with pytest.raises(error, match=message):
+        neighbour_features(features, **kwargs)
+
+
+def test_neighbour_features_refuse_non_finite_features():
+    features = np.eye(4)
+    features[1, 1] = np.nan
+    with pytest.raises(ValueError, match="features must be finite"):
+        neighbour_features(features)
 
 
 def test_holdout_split_is_seeded_and_never_holds_out_the_root():
