@@ -401,8 +401,9 @@ def test_python_dash_m_internal_error(tmp_path):
     assert done.stderr.strip().splitlines()[-1].startswith("hyperloss: internal error")
 
 
+@pytest.mark.parametrize("encoder", ["text", "text-mlp"])
 def test_embed_encoder_holdout_writes_holdout_json_and_prints_held_out_metrics(
-    tiny_tsv, tmp_path, capsys
+    tiny_tsv, tmp_path, capsys, encoder
 ):
     import torch
 
@@ -411,7 +412,7 @@ def test_embed_encoder_holdout_writes_holdout_json_and_prints_held_out_metrics(
     from hyperloss.trees import Tree
 
     out = tmp_path / "held"
-    argv = ["embed", "--tree", str(tiny_tsv), "--out", str(out), "--encoder", "text"]
+    argv = ["embed", "--tree", str(tiny_tsv), "--out", str(out), "--encoder", encoder]
     argv += ["--holdout", "0.25", "--seed", "1", "--dim", "3", "--no-plot", *FAST]
     assert main(argv) == 0
     printed = capsys.readouterr().out
@@ -430,7 +431,7 @@ def test_embed_encoder_holdout_writes_holdout_json_and_prints_held_out_metrics(
     assert f"{metrics['held-out']['ndcg@10']:.4f}" in printed
     assert f"{metrics['held-out']['tfidf_ndcg@10']:.4f}" in printed
     run = json.loads((out / "run.json").read_text())
-    assert run["options"]["encoder"] == "text" and run["options"]["holdout"] == 0.25
+    assert run["options"]["encoder"] == encoder and run["options"]["holdout"] == 0.25
     assert torch.isfinite(embedding.points).all()
 
 
