@@ -343,7 +343,10 @@ def neighbour_features(
     -----
     Cost: every row is compared with every reference row, ``O(N * M)`` similarities, computed
     in blocks of rows so that memory stays ``O(block * M)`` (a few tens of MiB); the result has
-    at most ``N * k`` non-zeros. NAICS (2,126 x 1,914): 0.3 s.
+    at most ``N * k`` non-zeros. NAICS (2,126 x 1,914): 0.3 s. ICD-10-CM titles (98,506 x
+    88,655 training codes, 180 n-grams a title) take about 10 ms a row on one core, some 17 min
+    in all (measured on 2,000 rows): an exact search; past that size an approximate
+    nearest-neighbour index would be the tool.
 
     Examples
     --------
