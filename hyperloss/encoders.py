@@ -290,10 +290,7 @@ def text_features(texts: Sequence[str], *, fit_on: Any = None, **options: Any) -
     texts = _check_texts(texts)
     fitted_on = texts
     if fit_on is not None:
-        index = np.asarray(fit_on, dtype=np.int64).reshape(-1)
-        if index.size == 0 or index.min() < 0 or index.max() >= len(texts):
-            raise ValueError(f"fit_on must be non-empty indices in [0, {len(texts)})")
-        fitted_on = [texts[i] for i in index]
+        fitted_on = [texts[i] for i in _row_index(fit_on, "fit_on", len(texts))]
     return TextFeatures(**options).fit(fitted_on).transform(texts)
 
 
@@ -635,22 +632,29 @@ def _is_reference_matrix(reference: Any) -> bool:
 
 def _check_reference(reference: Any, n_rows: int) -> np.ndarray:
     """``reference`` as a non-empty int64 array of distinct row indices in ``[0, n_rows)``."""
-    if isinstance(reference, Tensor):
-        if reference.dtype.is_floating_point or reference.dtype == torch.bool:
-            raise TypeError(f"reference must hold integer row indices, got dtype {reference.dtype}")
-        reference = reference.detach().cpu().numpy()
-    index = np.asarray(reference)
-    if index.size == 0:
-        raise ValueError("reference must hold at least one row index")
-    if index.dtype.kind not in "iu":
-        raise TypeError(f"reference must hold integer row indices, got dtype {index.dtype}")
-    index = index.astype(np.int64).reshape(-1) if index.ndim <= 1 else None
-    if index is None:
-        raise ValueError("reference must be 1-D (M,)")
-    if index.min() < 0 or index.max() >= n_rows:
-        raise ValueError(f"reference must be row indices in [0, {n_rows})")
+    index = _row_index(reference, "reference", n_rows)
     if np.unique(index).size != index.size:
         raise ValueError("reference must not repeat a row index")
+    return index
+
+
+def _row_index(value: Any, name: str, n_rows: int) -> np.ndarray:
+    """Row indices (a tensor, array or sequence of ints) as a non-empty 1-D int64 array in
+    ``[0, n_rows)``; floats and bools are refused, not truncated."""
+    if isinstance(value, Tensor):
+        if value.dtype.is_floating_point or value.dtype == torch.bool:
+            raise TypeError(f"{name} must hold integer row indices, got dtype {value.dtype}")
+        value = value.detach().cpu().numpy()
+    index = np.asarray(value)
+    if index.size == 0:
+        raise ValueError(f"{name} must hold at least one row index")
+    if index.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integer row indices, got dtype {index.dtype}")
+    if index.ndim > 1:
+        raise ValueError(f"{name} must be 1-D (M,)")
+    index = index.astype(np.int64).reshape(-1)
+    if index.min() < 0 or index.max() >= n_rows:
+        raise ValueError(f"{name} must be row indices in [0, {n_rows})")
     return index
 
 

@@ -311,6 +311,21 @@ def test_neighbour_features_refuse_non_finite_features():
         neighbour_features(features)
 
 
+@pytest.mark.parametrize(
+    ("fit_on", "error", "message"),
+    [
+        ([0, 3], ValueError, r"fit_on must be row indices in \[0, 3\)"),
+        ([], ValueError, "fit_on must hold at least one row index"),
+        (np.array([0.9, 1.2]), TypeError, "fit_on must hold integer row indices"),
+        (torch.tensor([True, False]), TypeError, "fit_on must hold integer row indices"),
+        ([[0, 1]], ValueError, "fit_on must be 1-D"),
+    ],
+)
+def test_text_features_fit_on_errors(fit_on, error, message):
+    with pytest.raises(error, match=message):
+        text_features(["Soybean Farming", "Wheat Farming", "Banking"], fit_on=fit_on)
+
+
 def test_holdout_split_is_seeded_and_never_holds_out_the_root():
     train, held = holdout_split(101, 0.1, seed=3)
     assert held.numel() == 10 and 0 not in held.tolist()
