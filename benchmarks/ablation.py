@@ -57,8 +57,8 @@ from hyperloss.metrics import anchor_scores, evaluate_anchors
 from hyperloss.sampling import ListSampler
 from hyperloss.training import default_losses
 
-# Training settings per encoder: (Adam lr, epochs, negatives per list).
-SETTINGS = {"neighbour votes, linear": (0.1, 30, 96), "TF-IDF MLP": (1e-2, 30, 96)}
+# Settings per encoder: (hidden widths, Adam lr, epochs, negatives per list).
+SETTINGS = {"neighbour votes, linear": ((), 0.1, 30, 96), "TF-IDF MLP": ((256,), 1e-2, 30, 96)}
 VARIANTS = [
     ("neighbour votes, linear", "hyperbolic", "rank-order (default)"),
     ("neighbour votes, linear", "euclidean", "rank-order (default)"),
@@ -80,8 +80,8 @@ class EuclideanDistance:
 
 def objective(tree, name):
     block_rank_order, list_rank_order = default_losses(tree, "random")
-    _, lambda_rank, global_rank = default_losses(tree, "construct")
     fine_tuning = default_losses(tree, "construct")
+    lambda_rank = fine_tuning[1]
     return {
         "rank-order (default)": [block_rank_order, list_rank_order],
         "LambdaRank only": [lambda_rank],
@@ -90,9 +90,10 @@ def objective(tree, name):
     }[name]
 
 
-def train(tree, features, train_nodes, *, geometry, losses, dim, lr, epochs, negatives, seed):
+def train(
+    tree, features, train_nodes, *, geometry, losses, dim, hidden, lr, epochs, negatives, seed
+):
     torch.manual_seed(seed)
-    hidden = () if features.shape[1] == train_nodes.numel() else (256,)
     encoder = HyperbolicEncoder(features.shape[1], dim, hidden=hidden, seed=seed)
     rows = _EncoderRows(
         encoder, _FeatureRows(features, "features"), dim, 1.0, lorentz=geometry == "hyperbolic"
@@ -149,7 +150,7 @@ def main() -> None:
     held_ndcg, held_spearman = np.nanmean(baseline["ndcg@10"]), np.nanmean(baseline["spearman"])
     rows = [("TF-IDF cosine (no training)", "-", "-", held_ndcg, held_spearman, nan, nan, 0.0)]
     for encoder_name, geometry, name in VARIANTS:
-        lr, epochs, negatives = SETTINGS[encoder_name]
+        hidden, lr, epochs, negatives = SETTINGS[encoder_name]
         start = time.perf_counter()
         points, distance = train(
             tree,
@@ -158,6 +159,7 @@ def main() -> None:
             geometry=geometry,
             losses=objective(tree, name),
             dim=args.dim,
+            hidden=hidden,
             lr=lr,
             epochs=max(1, round(epochs * args.scale)),
             negatives=negatives,
