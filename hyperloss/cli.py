@@ -550,22 +550,21 @@ def _encoder_options(
         options["train_nodes"] = train
     titles = [tree.title(name) for name in tree.names]
     text = text_features(titles, fit_on=train)
-    curvature = args.curvature or 1.0
     if args.encoder == "text":
         # Votes for the most similar training titles, and a linear map of them: each training
         # node learns a vector, an unseen node takes its neighbours' (hyperloss.encoders).
-        features = neighbour_features(text, train)
-        encoder = HyperbolicEncoder(
-            features.shape[1], args.dim, hidden=(), curvature=curvature, seed=args.seed or 0
-        )
+        features, hidden = neighbour_features(text, train), ()
     else:
-        features = text
-        encoder = HyperbolicEncoder(
-            features.shape[1], args.dim, curvature=curvature, seed=args.seed or 0
-        )
+        features, hidden = text, (256,)
         options.setdefault("lr", MLP_ENCODER_LR)
     options["features"] = features
-    options["encoder"] = encoder
+    options["encoder"] = HyperbolicEncoder(
+        features.shape[1],
+        args.dim,
+        hidden=hidden,
+        curvature=args.curvature or 1.0,
+        seed=args.seed or 0,
+    )
     return (train, held), text
 
 
